@@ -1,0 +1,8 @@
+"""octify: turn a CNN into an Octave Convolution network automatically."""
+from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctMerge, OctSplit,
+                     downsample, upsample_to)
+
+__version__ = "0.1.0"
+
+__all__ = ["Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
+           "downsample", "upsample_to", "__version__"]

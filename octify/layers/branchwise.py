@@ -1,0 +1,126 @@
+"""Per-branch companions of OctConv2d, and the conversions between plain and octave tensors.
+
+An octave tensor is a pair ``(high, low)``: ``high`` at full resolution, ``low`` at
+``ceil(size / 2)``. A :class:`ChannelSplit` says which original channels each holds.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .channels import ChannelSplit
+from .resample import check_branch_sizes, downsample, upsample_to
+
+OctaveTensor = Tuple[Tensor, Tensor]
+
+
+class Branchwise(nn.Module):
+    """Apply one stateless module (activation, pooling, dropout) to each branch."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: OctaveTensor) -> OctaveTensor:
+        high, low = x
+        return self.module(high), self.module(low)
+
+
+class OctBatchNorm2d(nn.Module):
+    """BatchNorm2d over an octave tensor: one BatchNorm per branch, sized by the split."""
+
+    def __init__(self, num_features: int, alpha: float = 0.5, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *, split: ChannelSplit = None) -> None:
+        super().__init__()
+        split = split if split is not None else ChannelSplit.from_alpha(num_features, alpha)
+        if split.channels != num_features:
+            raise ValueError(f"split describes {split.channels} channels, BatchNorm has {num_features}")
+        if split.n_low == 0 or split.n_high == 0:
+            raise ValueError(f"OctBatchNorm2d needs channels in both branches, got {split!r}")
+        self.split = split
+        self.num_features = num_features
+        self.bn_h = nn.BatchNorm2d(split.n_high, eps, momentum, affine, track_running_stats)
+        self.bn_l = nn.BatchNorm2d(split.n_low, eps, momentum, affine, track_running_stats)
+
+    @classmethod
+    def from_bn(cls, bn: nn.BatchNorm2d, split: ChannelSplit) -> "OctBatchNorm2d":
+        """Two BatchNorms holding ``bn``'s parameters and running statistics, sliced by ``split``."""
+        layer = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                    track_running_stats=bn.track_running_stats, split=split)
+        layer.to(device=_device_of(bn))
+        for low, target in ((False, layer.bn_h), (True, layer.bn_l)):
+            index = torch.tensor(split.branch_index(low), dtype=torch.long, device=_device_of(bn))
+            with torch.no_grad():
+                for name, value in list(bn.named_parameters(recurse=False)) + list(bn.named_buffers(recurse=False)):
+                    if name == "num_batches_tracked":
+                        target.num_batches_tracked.copy_(value)
+                    else:
+                        getattr(target, name).copy_(value.index_select(0, index))
+        layer.train(bn.training)
+        return layer
+
+    def forward(self, x: OctaveTensor) -> OctaveTensor:
+        high, low = x
+        return self.bn_h(high), self.bn_l(low)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, low={self.split.n_low}"
+
+
+class OctSplit(nn.Module):
+    """Plain tensor -> ``(high, low)``: pick each branch's channels, pool the low ones."""
+
+    def __init__(self, split: ChannelSplit) -> None:
+        super().__init__()
+        if split.n_low == 0 or split.n_high == 0:
+            raise ValueError(f"OctSplit needs channels in both branches, got {split!r}")
+        self.split = split
+        self.n_high = split.n_high
+        if not split.is_trailing:
+            self.register_buffer("high_index", torch.tensor(split.high_index), persistent=False)
+            self.register_buffer("low_index", torch.tensor(split.low_index), persistent=False)
+
+    def forward(self, x: Tensor) -> OctaveTensor:
+        if x.shape[1] != self.split.channels:
+            raise ValueError(f"OctSplit expects {self.split.channels} channels, got {x.shape[1]}")
+        if self.split.is_trailing:
+            return x[:, :self.n_high], downsample(x[:, self.n_high:])
+        return x.index_select(1, self.high_index), downsample(x.index_select(1, self.low_index))
+
+    def extra_repr(self) -> str:
+        return repr(self.split)
+
+
+class OctMerge(nn.Module):
+    """``(high, low)`` -> plain tensor: up-sample low to the high size, restore channel order."""
+
+    def __init__(self, split: ChannelSplit) -> None:
+        super().__init__()
+        if split.n_low == 0 or split.n_high == 0:
+            raise ValueError(f"OctMerge needs channels in both branches, got {split!r}")
+        self.split = split
+        if not split.is_trailing:
+            order = split.high_index + split.low_index
+            inverse = [0] * len(order)
+            for position, channel in enumerate(order):
+                inverse[channel] = position
+            self.register_buffer("inverse_order", torch.tensor(inverse), persistent=False)
+
+    def forward(self, x: OctaveTensor) -> Tensor:
+        high, low = x
+        check_branch_sizes(high, low, "OctMerge")
+        merged = torch.cat([high, upsample_to(low, high.shape[-2:])], dim=1)
+        if self.split.is_trailing:
+            return merged
+        return merged.index_select(1, self.inverse_order)
+
+    def extra_repr(self) -> str:
+        return repr(self.split)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
