@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from numbers import Real
 from typing import Iterable, Sequence, Tuple, Union
 
@@ -44,7 +45,10 @@ def low_channel_count(channels: int, alpha: float, unit: int = 1) -> int:
     """
     if channels % unit:
         raise ValueError(f"{channels} channels do not divide into units of {unit}")
-    return unit * math.floor(alpha * channels / unit + 0.5)
+    # Exact arithmetic on the decimal that ``alpha`` prints as: in floats 0.29 * 50 is
+    # 14.499999999999998, which would round down instead of half up.
+    exact = Fraction(repr(float(alpha))) * channels / unit
+    return unit * math.floor(exact + Fraction(1, 2))
 
 
 @dataclass(frozen=True)

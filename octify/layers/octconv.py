@@ -121,6 +121,9 @@ class OctConv2d(nn.Module):
     def _check_geometry(self) -> None:
         if self.stride[0] != self.stride[1] or self.stride[0] not in (1, 2):
             raise ValueError(f"OctConv2d supports stride 1 or 2, got {self.stride}")
+        if self.groups == self.in_channels == self.out_channels and self.low_in != self.low_out:
+            raise ValueError(f"depthwise OctConv2d (groups={self.groups}) needs alpha_in == alpha_out; "
+                             f"got {self.low_in} and {self.low_out} low channels")
         if self.padding == "same" and self.stride[0] == 1:
             return
         same = not isinstance(self.padding, str) and all(
@@ -129,9 +132,6 @@ class OctConv2d(nn.Module):
             raise ValueError(f"OctConv2d needs size-preserving padding, 2 * padding == dilation * "
                              f"(kernel_size - 1); got kernel_size={self.kernel_size}, padding={self.padding}, "
                              f"dilation={self.dilation}")
-        if self.groups == self.in_channels == self.out_channels and self.low_in != self.low_out:
-            raise ValueError(f"depthwise OctConv2d (groups={self.groups}) needs alpha_in == alpha_out; "
-                             f"got {self.low_in} and {self.low_out} low channels")
 
     def _path_padding(self, dilation: Tuple[int, int]) -> Union[str, Tuple[int, int]]:
         if isinstance(self.padding, str):
@@ -185,15 +185,18 @@ class OctConv2d(nn.Module):
         groups = conv.groups
         in_unit, out_unit = (1, 1) if groups == 1 else (conv.in_channels // groups, conv.out_channels // groups)
         alpha_in, alpha_out = parse_alpha(alpha)
-        in_split = as_split(conv.in_channels, in_split if in_split is not None else alpha_in, in_unit)
-        out_split = as_split(conv.out_channels, out_split if out_split is not None else alpha_out, out_unit)
+        explicit_in, explicit_out = in_split is not None, out_split is not None
+        in_split = as_split(conv.in_channels, in_split if explicit_in else alpha_in, in_unit)
+        out_split = as_split(conv.out_channels, out_split if explicit_out else alpha_out, out_unit)
         depthwise_same = groups == conv.in_channels == conv.out_channels and in_split.low == out_split.low
         if groups > 1 and not depthwise_same and not (in_split.is_trailing and out_split.is_trailing):
             raise ValueError(f"grouped conv (groups={groups}) needs its low channels last on both sides")
+        # Splits made from alpha go in as alpha, so that errors quote the alpha asked for.
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, groups, conv.bias is not None, padding_mode=conv.padding_mode,
-                    in_split=ChannelSplit.trailing(conv.in_channels, in_split.n_low),
-                    out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low))
+                    conv.dilation, groups, conv.bias is not None, alpha=(alpha_in, alpha_out),
+                    padding_mode=conv.padding_mode,
+                    in_split=ChannelSplit.trailing(conv.in_channels, in_split.n_low) if explicit_in else None,
+                    out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low) if explicit_out else None)
         layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
         with torch.no_grad():
             for path, target in layer.path_convs():
