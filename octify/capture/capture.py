@@ -1,0 +1,151 @@
+"""Capture stage: trace a model into a GraphModule and record every value's shape.
+
+Order of attempts, each reported in :class:`Captured`:
+
+1. symbolic tracing (torch.fx) with the given leaf modules;
+2. if that fails, tracing with the example input's shapes fixed (sizes become constants);
+3. if that fails too inside a submodule, that submodule becomes a leaf (left as it is) and
+   tracing starts again, so only the smallest untraceable parts stay unconverted.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, Sequence, Tuple
+
+import torch
+from torch import fx, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+from torch.utils._pytree import tree_map
+
+from ..errors import ConversionError
+from .tracer import FixedShapeTracer, LeafSpec, OctifyTracer, trace
+
+SYMBOLIC, FIXED_SHAPES = "symbolic", "fixed shapes"
+
+
+@dataclass
+class Captured:
+    """A traced model whose nodes carry ``meta["val"]`` (fake tensors with real shapes)."""
+
+    module: fx.GraphModule
+    method: str
+    example_inputs: Tuple[torch.Tensor, ...]
+    auto_leaves: Dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = f"captured by {self.method} tracing"
+        if self.method == FIXED_SHAPES:
+            shapes = ", ".join(str(tuple(x.shape)) for x in self.example_inputs)
+            text += f" (valid for inputs of shape {shapes})"
+        for name, why in self.auto_leaves.items():
+            text += f"; {name or 'the model'} left as it is ({why})"
+        return text
+
+
+def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modules: Iterable[LeafSpec] = (),
+            auto_leaf: bool = True, max_auto_leaves: int = 64) -> Captured:
+    """Trace ``model`` on ``example_inputs`` (see module docstring); ConversionError if impossible.
+
+    The model may be run (in eval mode, without gradients): pass a copy you own.
+    """
+    example_inputs = tuple(example_inputs)
+    check_model_accepts(model, example_inputs)
+    leaf_modules = list(leaf_modules)
+    auto_leaves: Dict[str, str] = {}
+    while True:
+        leaves = leaf_modules + list(auto_leaves)
+        try:
+            return _finish(trace(model, OctifyTracer(leaves)), SYMBOLIC, example_inputs, auto_leaves)
+        except Exception as symbolic_error:
+            try:
+                with _eval_mode(model):
+                    module = trace(model, FixedShapeTracer(example_inputs, leaves))
+                return _finish(module, FIXED_SHAPES, example_inputs, auto_leaves)
+            except Exception as error:
+                where = getattr(error, "octify_module", "")
+                reason = _first_line(symbolic_error)
+                if not where or where in auto_leaves or not auto_leaf or len(auto_leaves) >= max_auto_leaves:
+                    name = where or type(model).__name__
+                    raise ConversionError(
+                        f"torch.fx cannot trace it ({reason}); pass its name or type in leaf_modules "
+                        f"(--leaf on the command line) to keep it as it is", where=name) from error
+                auto_leaves[where] = f"not traceable: {reason}"
+
+
+def check_model_accepts(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:
+    """Run the model once (fake tensors, else real ones in eval mode); ConversionError if it rejects the input."""
+    try:
+        _run_fake(model, example_inputs)
+        return
+    except Exception:
+        pass
+    try:
+        with _eval_mode(model), torch.no_grad():
+            model(*example_inputs)
+    except Exception as error:
+        shapes = ", ".join(str(tuple(x.shape)) for x in example_inputs if isinstance(x, torch.Tensor))
+        raise ConversionError(f"the model rejects an input of shape {shapes} ({_first_line(error)}); "
+                              "pass the input shape it expects (input_shape=... / --input-shape)",
+                              where=type(model).__name__) from error
+
+
+def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
+    """Store a tensor with the real shape and dtype (fake or meta, no data) in each node's ``meta["val"]``.
+
+    Fake tensors first; modules whose forward depends on data values run for real, in eval mode.
+    """
+    try:
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        fakes = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in example_inputs]
+        with torch.no_grad():
+            FakeTensorProp(module, mode).propagate(*fakes)
+        return
+    except Exception:
+        pass
+    with _eval_mode(module), torch.no_grad():
+        _MetaRecorder(module).run(*example_inputs)
+
+
+class _MetaRecorder(fx.Interpreter):
+    """Runs the graph for real and keeps only each value's shape, as meta tensors."""
+
+    def run_node(self, node: fx.Node) -> object:
+        result = super().run_node(node)
+        node.meta["val"] = tree_map(
+            lambda v: torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v,
+            result)
+        return result
+
+
+def _run_fake(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fakes = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in example_inputs]
+    with mode, torch.no_grad():
+        model(*fakes)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration (no running-statistics updates), then each module's own mode back."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _finish(module: fx.GraphModule, method: str, example_inputs: Tuple[torch.Tensor, ...],
+            auto_leaves: Dict[str, str]) -> Captured:
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    propagate_shapes(module, example_inputs)
+    return Captured(module, method, example_inputs, dict(auto_leaves))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
