@@ -2,7 +2,11 @@
 from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctMerge, OctSplit,
                      downsample, upsample_to)
 
+from .convert import Conversion, convert
+from .errors import ConversionError
+from .plan import Schedule
+
 __version__ = "0.1.0"
 
-__all__ = ["Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
+__all__ = ["Conversion", "ConversionError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
            "downsample", "upsample_to", "__version__"]

@@ -124,3 +124,84 @@ def _device_of(module: nn.Module) -> torch.device:
     for tensor in list(module.parameters()) + list(module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+class ChannelSplitter(nn.Module):
+    """A per-channel tensor (``[N, C, 1, 1]``, ``[C, 1, 1]``...) -> its high and low channels, no pooling.
+
+    Used to scale or shift an octave tensor by a per-channel vector (squeeze-and-excitation).
+    """
+
+    def __init__(self, split: ChannelSplit, channel_dim: int = 1) -> None:
+        super().__init__()
+        self.split = split
+        self.channel_dim = channel_dim
+        self.n_high = split.n_high
+        if not split.is_trailing:
+            self.register_buffer("high_index", torch.tensor(split.high_index), persistent=False)
+            self.register_buffer("low_index", torch.tensor(split.low_index), persistent=False)
+
+    def forward(self, x: Tensor) -> OctaveTensor:
+        dim = self.channel_dim
+        if self.split.is_trailing:
+            return x.narrow(dim, 0, self.n_high), x.narrow(dim, self.n_high, x.shape[dim] - self.n_high)
+        return x.index_select(dim, self.high_index), x.index_select(dim, self.low_index)
+
+    def extra_repr(self) -> str:
+        return f"{self.split!r}, channel_dim={self.channel_dim}"
+
+
+class OctGlobalAvgPool(nn.Module):
+    """Global average pooling of an octave tensor to a plain ``[N, C, 1, 1]`` (or ``[N, C]``).
+
+    Equal to pooling the merged tensor: at odd sizes the low branch is weighted as its
+    up-sampled, cropped copy would be. Channels come back in their original order.
+    """
+
+    def __init__(self, split: ChannelSplit, keepdim: bool = True) -> None:
+        super().__init__()
+        self.split = split
+        self.keepdim = keepdim
+        if not split.is_trailing:
+            order = split.high_index + split.low_index
+            inverse = [0] * len(order)
+            for position, channel in enumerate(order):
+                inverse[channel] = position
+            self.register_buffer("inverse_order", torch.tensor(inverse), persistent=False)
+
+    def forward(self, x: OctaveTensor) -> Tensor:
+        high, low = x
+        size = high.shape[-2:]
+        if size[0] % 2 or size[1] % 2:
+            low = upsample_to(low, size)
+        pooled = torch.cat([high.mean((2, 3), keepdim=self.keepdim), low.mean((2, 3), keepdim=self.keepdim)], 1)
+        if self.split.is_trailing:
+            return pooled
+        return pooled.index_select(1, self.inverse_order)
+
+    def extra_repr(self) -> str:
+        return f"{self.split!r}, keepdim={self.keepdim}"
+
+
+class OctStochasticDepth(nn.Module):
+    """Stochastic depth over an octave tensor: one random draw per sample for both branches."""
+
+    def __init__(self, p: float, mode: str) -> None:
+        super().__init__()
+        if mode not in ("row", "batch"):
+            raise ValueError(f"mode must be 'row' or 'batch', got {mode!r}")
+        self.p, self.mode = p, mode
+
+    def forward(self, x: OctaveTensor) -> OctaveTensor:
+        high, low = x
+        if not self.training or self.p == 0.0:
+            return high, low
+        survival = 1.0 - self.p
+        shape = [high.shape[0]] + [1] * (high.ndim - 1) if self.mode == "row" else [1] * high.ndim
+        noise = torch.empty(shape, dtype=high.dtype, device=high.device).bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return high * noise, low * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"

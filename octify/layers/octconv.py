@@ -43,6 +43,21 @@ def _pair(value: Union[int, Tuple[int, ...]]) -> Tuple[int, int]:
     return int(first), int(second)
 
 
+def geometry_problem(kernel_size: Union[int, Tuple[int, int]], stride: Union[int, Tuple[int, int]],
+                     padding: Union[int, Tuple[int, int], str], dilation: Union[int, Tuple[int, int]]) -> Optional[str]:
+    """Why a convolution with this geometry cannot have octave paths, or None if it can."""
+    kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+    if stride[0] != stride[1] or stride[0] not in (1, 2):
+        return f"supports stride 1 or 2, got {stride}"
+    if padding == "same" and stride[0] == 1:
+        return None
+    if isinstance(padding, str) or not all(
+            2 * p == d * (k - 1) for p, d, k in zip(_pair(padding), dilation, kernel_size)):
+        return (f"needs size-preserving padding, 2 * padding == dilation * (kernel_size - 1); got "
+                f"kernel_size={kernel_size}, padding={padding}, dilation={dilation}")
+    return None
+
+
 @dataclass(frozen=True)
 class Path:
     """One frequency path: which branch it reads and writes, and which channels of each."""
@@ -119,19 +134,12 @@ class OctConv2d(nn.Module):
                              f"a whole number of groups of {channels // self.groups}")
 
     def _check_geometry(self) -> None:
-        if self.stride[0] != self.stride[1] or self.stride[0] not in (1, 2):
-            raise ValueError(f"OctConv2d supports stride 1 or 2, got {self.stride}")
+        problem = geometry_problem(self.kernel_size, self.stride, self.padding, self.dilation)
+        if problem:
+            raise ValueError(f"OctConv2d {problem}")
         if self.groups == self.in_channels == self.out_channels and self.low_in != self.low_out:
             raise ValueError(f"depthwise OctConv2d (groups={self.groups}) needs alpha_in == alpha_out; "
                              f"got {self.low_in} and {self.low_out} low channels")
-        if self.padding == "same" and self.stride[0] == 1:
-            return
-        same = not isinstance(self.padding, str) and all(
-            2 * p == d * (k - 1) for p, d, k in zip(self.padding, self.dilation, self.kernel_size))
-        if not same:
-            raise ValueError(f"OctConv2d needs size-preserving padding, 2 * padding == dilation * "
-                             f"(kernel_size - 1); got kernel_size={self.kernel_size}, padding={self.padding}, "
-                             f"dilation={self.dilation}")
 
     def _path_padding(self, dilation: Tuple[int, int]) -> Union[str, Tuple[int, int]]:
         if isinstance(self.padding, str):

@@ -1,0 +1,78 @@
+"""``octify.convert``: the pipeline capture -> plan -> rewrite -> report."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import fx, nn
+
+from . import rules  # noqa: F401  (registers the op rules)
+from .capture import capture
+from .capture.tracer import LeafSpec
+from .errors import ConversionError
+from .notes import Note
+from .plan import Schedule, make_plan
+from .plan.schedule import ScheduleLike
+from .rewrite import rewrite
+from .verify import check_same_outputs
+
+
+@dataclass
+class Conversion:
+    """The result of :func:`convert`: the octave ``module``, its cost ``report``, and the recorded ``notes``."""
+
+    module: fx.GraphModule
+    report: Any
+    notes: List[Note] = field(default_factory=list)
+    capture_method: str = ""
+    example_inputs: Tuple[torch.Tensor, ...] = ()
+
+    def explain(self) -> str:
+        """Every recorded decision, one per line."""
+        return "\n".join(f"{note.kind:>11}  {note.name}: {note.reason}" for note in self.notes)
+
+
+def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequence[int] = (1, 3, 224, 224),
+            example_inputs: Optional[Sequence[torch.Tensor]] = None, leaf_modules: Iterable[LeafSpec] = (),
+            min_size: int = 8, plain_stem: bool = True, auto_leaf: bool = True) -> Conversion:
+    """Convert ``model`` into an octave network; the model itself is never modified.
+
+    Args:
+        alpha: fraction of low-frequency channels: a number, or ``{glob pattern: alpha}`` over
+            convolution names, first match wins (see :class:`octify.plan.Schedule`).
+        input_shape: shape of the random example input used to trace and size the model,
+            unless ``example_inputs`` are given.
+        leaf_modules: module types or qualified names to keep as they are (not traced into).
+        min_size: feature maps smaller than this (in either dimension) stay plain.
+        plain_stem: the first convolution on the network input keeps a plain output.
+        auto_leaf: make submodules that cannot be traced leaves automatically.
+    Raises:
+        ValueError: a bad ``alpha`` or ``input_shape``.
+        ConversionError: the model cannot be converted (names the module or node and why).
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    schedule = Schedule(alpha)
+    inputs = tuple(example_inputs) if example_inputs is not None else (_random_input(model, input_shape),)
+    working = copy.deepcopy(model)
+    captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
+    plan = make_plan(captured.module, schedule, min_size=min_size, plain_stem=plain_stem)
+    schedule.warn_unused(str(n.target) for n in captured.module.graph.nodes
+                         if n.op == "call_module" and type(captured.module.get_submodule(n.target)) is nn.Conv2d)
+    module, edge_notes = rewrite(captured.module, plan)
+    check_same_outputs(captured.module, module, inputs)
+    notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
+    notes += plan.notes + edge_notes
+    return Conversion(module, None, notes, captured.describe(), inputs)
+
+
+def _random_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+    if isinstance(input_shape, (str, bytes)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_shape):
+        raise ValueError(f"input_shape must be positive integers such as (1, 3, 224, 224), got {input_shape!r}")
+    reference = next(iter(model.parameters()), None)
+    device = reference.device if reference is not None else torch.device("cpu")
+    dtype = reference.dtype if reference is not None and reference.is_floating_point() else torch.float32
+    return torch.randn(tuple(input_shape), device=device, dtype=dtype)

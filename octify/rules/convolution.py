@@ -1,0 +1,35 @@
+"""nn.Conv2d (exact type) becomes OctConv2d, weights sliced from the original."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from torch import fx, nn
+
+from ..layers import ChannelSplit, OctConv2d
+from ..layers.octconv import geometry_problem
+from ..plan.facts import feature_args, feature_shape
+from .registry import CONV, Rule, register
+
+
+def check_conv(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    conv = modules[node.target]
+    if feature_shape(next(iter(feature_args(node)), None)) is None or feature_shape(node) is None:
+        return "not applied to a 4-d feature map"
+    problem = geometry_problem(conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+    return f"octave paths need a different geometry: OctConv2d {problem}" if problem else None
+
+
+def rewrite_conv(node: fx.Node, ctx: "RewriteContext") -> None:
+    in_split, out_split = ctx.plan.conv_splits[node]
+    if in_split is None and out_split is None:
+        ctx.copy(node)
+        return
+    conv = ctx.module(node)
+    source = next(iter(feature_args(node)))
+    layer = OctConv2d.from_conv(conv, in_split=in_split or ChannelSplit.trailing(conv.in_channels, 0),
+                                out_split=out_split or ChannelSplit.trailing(conv.out_channels, 0))
+    name = ctx.add_module(str(node.target), layer)
+    ctx.emit(node, "call_module", name, (ctx.value(source, in_split, node),), {}, out_split)
+
+
+register(Rule(CONV, rewrite_conv, check_conv), nn.Conv2d)

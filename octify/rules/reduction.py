@@ -1,0 +1,72 @@
+"""Ops that read an octave tensor without needing it merged: global average pooling and size queries."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .. import ops
+from ..layers import OctGlobalAvgPool
+from ..plan.facts import feature_shape
+from .registry import GLOBAL_POOL, SHAPE, Rule, register
+
+SPATIAL_DIMS = ({2, 3}, {-1, -2})
+
+
+def _is_global(output_size: object) -> bool:
+    return output_size in (1, (1, 1), [1, 1])
+
+
+def _mean_dims_and_keepdim(node: fx.Node):
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    return dims, keepdim
+
+
+def check_global_pool(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    if feature_shape(node.args[0] if node.args else None) is None:
+        return "not applied to a 4-d feature map"
+    if node.op == "call_module":
+        return None if _is_global(modules[node.target].output_size) else "not a global pooling"
+    if node.target is F.adaptive_avg_pool2d:
+        size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+        return None if _is_global(size) else "not a global pooling"
+    dims, _ = _mean_dims_and_keepdim(node)
+    if isinstance(dims, (list, tuple)) and set(dims) in SPATIAL_DIMS and not node.kwargs.get("dtype"):
+        return None
+    return "a mean that is not over both spatial dimensions"
+
+
+def rewrite_global_pool(node: fx.Node, ctx: "RewriteContext") -> None:
+    source = node.args[0]
+    split = ctx.rep.get(source)
+    if split is None:
+        ctx.copy(node)
+        return
+    keepdim = True if node.op == "call_module" or node.target is F.adaptive_avg_pool2d else \
+        bool(_mean_dims_and_keepdim(node)[1])
+    name = ctx.shared_module(("global_pool", split, keepdim), lambda: OctGlobalAvgPool(split, keepdim),
+                             f"global_pool_{node.name}")
+    ctx.emit(node, "call_module", name, (ctx.env[source],), {}, None)
+
+
+def rewrite_size(node: fx.Node, ctx: "RewriteContext") -> None:
+    source = node.args[0]
+    if not isinstance(source, fx.Node) or ctx.rep.get(source) is None:
+        ctx.copy(node)
+        return
+    rest = node.args[1:] if node.op == "call_method" else ()
+    ctx.emit(node, "call_function", ops.size, (ctx.env[source], *rest), dict(node.kwargs), None)
+
+
+def check_size(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    if node.op == "call_function" and node.args[1:] != ("shape",):
+        return "an attribute other than .shape"
+    return None
+
+
+register(Rule(GLOBAL_POOL, rewrite_global_pool, check_global_pool),
+         nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d, torch.mean, ("method", "mean"))
+register(Rule(SHAPE, rewrite_size, check_size), ("method", "size"), getattr)
