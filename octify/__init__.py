@@ -5,8 +5,9 @@ from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctMer
 from .convert import Conversion, convert
 from .errors import ConversionError
 from .plan import Schedule
+from .report import ModelCost, Report, cost
 
 __version__ = "0.1.0"
 
 __all__ = ["Conversion", "ConversionError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
-           "downsample", "upsample_to", "__version__"]
+           "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost"]

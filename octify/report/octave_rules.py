@@ -1,0 +1,91 @@
+"""Counting rules for octify's octave layers and the ``octify.ops`` functions of converted graphs.
+
+``OctConv2d`` counts its path convolutions, each at the resolution it runs at (see
+``octify/layers/octconv.py``): h2h at the high output resolution, h2l and l2l at the low
+output resolution, l2h at the low input resolution (equal to the low output resolution
+at stride 1 and to the high output resolution at stride 2). Pooling and up-sampling
+inside the layer, splits, merges and per-branch normalization cost no multiply-accumulates.
+Per-branch wrappers (``Branchwise``, ``ops.branchwise``) apply the wrapped operation's own
+rule to each branch.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctConv2d, OctGlobalAvgPool, OctMerge,
+                      OctSplit)
+from .rules import OpCall, find_rule, register_rule, zero_macs
+
+
+def _branches(value: Any) -> Tuple[Tensor, Optional[Tensor]]:
+    """``(high, low)`` of an octave value, ``(tensor, None)`` of a plain one."""
+    if isinstance(value, (tuple, list)):
+        return value[0], value[1]
+    return value, None
+
+
+def _branch(value: Any, index: int) -> Any:
+    """Branch ``index`` of an octave value; anything else goes to both branches as it is."""
+    is_octave = isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Tensor) for v in value)
+    return value[index] if is_octave else value
+
+
+@register_rule(OctConv2d)
+def octconv_macs(call: OpCall) -> int:
+    layer: OctConv2d = call.target
+    _, low_in = _branches(call.args[0])
+    high_out, low_out = _branches(call.output)
+    batch = math.prod(high_out.shape[:-3])
+    total = 0
+    for path, conv in layer.path_convs():
+        if path.name == "l2h":
+            size = low_in.shape[-2:]
+        else:
+            size = (low_out if path.dst_low else high_out).shape[-2:]
+        outputs = batch * conv.out_channels * math.prod(size)
+        total += outputs * conv.in_channels // conv.groups * math.prod(conv.kernel_size)
+    return total
+
+
+def _per_branch(target: Any, call: OpCall, first_arg: int) -> int:
+    """``target``'s rule applied to each branch of ``call`` (arguments from ``first_arg`` on)."""
+    rule = find_rule(target)
+    if rule is None:
+        return 0
+    return sum(rule.macs(OpCall(target, tuple(_branch(a, i) for a in call.args[first_arg:]),
+                                {k: _branch(v, i) for k, v in call.kwargs.items()}, call.output[i]))
+               for i in (0, 1))
+
+
+@register_rule(Branchwise)
+def branchwise_module_macs(call: OpCall) -> int:
+    return _per_branch(call.target.module, call, 0)
+
+
+@register_rule(ops.branchwise)
+def branchwise_function_macs(call: OpCall) -> int:
+    return _per_branch(_named_function(call.args[0]), call, 1)
+
+
+@register_rule(ops.branchwise_method)
+def branchwise_method_macs(call: OpCall) -> int:
+    return _per_branch(getattr(torch.Tensor, call.args[0], None), call, 1)
+
+
+def _named_function(qualified_name: str) -> Callable[..., Any]:
+    module_name, _, attribute = qualified_name.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+register_rule(OctBatchNorm2d)(zero_macs)
+register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in MACs)")(zero_macs)
+register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
+register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
+                                       "(not in MACs)")(zero_macs)
+register_rule(ChannelSplitter, remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
