@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import fx, nn
@@ -15,6 +15,7 @@ from .errors import ConversionError
 from .notes import Note
 from .plan import Schedule, make_plan
 from .plan.schedule import ScheduleLike
+from .report import Report, build_report
 from .rewrite import rewrite
 from .verify import check_same_outputs
 
@@ -24,7 +25,7 @@ class Conversion:
     """The result of :func:`convert`: the octave ``module``, its cost ``report``, and the recorded ``notes``."""
 
     module: fx.GraphModule
-    report: Any
+    report: Report
     notes: List[Note] = field(default_factory=list)
     capture_method: str = ""
     example_inputs: Tuple[torch.Tensor, ...] = ()
@@ -65,7 +66,10 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     check_same_outputs(captured.module, module, inputs)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
     notes += plan.notes + edge_notes
-    return Conversion(module, None, notes, captured.describe(), inputs)
+    report = build_report(captured.module, module, inputs, notes)
+    for node in module.graph.nodes:  # shapes were for checking and costing; the module is general
+        node.meta.pop("val", None)
+    return Conversion(module, report, notes, captured.describe(), inputs)
 
 
 def _random_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:

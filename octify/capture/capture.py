@@ -51,27 +51,34 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
     The model may be run (in eval mode, without gradients): pass a copy you own.
     """
     example_inputs = tuple(example_inputs)
-    check_model_accepts(model, example_inputs)
     leaf_modules = list(leaf_modules)
     auto_leaves: Dict[str, str] = {}
+    input_checked = False
     while True:
         leaves = leaf_modules + list(auto_leaves)
         try:
-            return _finish(trace(model, OctifyTracer(leaves)), SYMBOLIC, example_inputs, auto_leaves)
+            module, method = trace(model, OctifyTracer(leaves)), SYMBOLIC
         except Exception as symbolic_error:
+            if not input_checked:  # tell "rejects this input" apart from "cannot be traced"
+                check_model_accepts(model, example_inputs)
+                input_checked = True
             try:
                 with _eval_mode(model):
-                    module = trace(model, FixedShapeTracer(example_inputs, leaves))
-                return _finish(module, FIXED_SHAPES, example_inputs, auto_leaves)
+                    module, method = trace(model, FixedShapeTracer(example_inputs, leaves)), FIXED_SHAPES
             except Exception as error:
                 where = getattr(error, "octify_module", "")
                 reason = _first_line(symbolic_error)
                 if not where or where in auto_leaves or not auto_leaf or len(auto_leaves) >= max_auto_leaves:
-                    name = where or type(model).__name__
                     raise ConversionError(
                         f"torch.fx cannot trace it ({reason}); pass its name or type in leaf_modules "
-                        f"(--leaf on the command line) to keep it as it is", where=name) from error
+                        f"(--leaf on the command line) to keep it as it is",
+                        where=where or type(model).__name__) from error
                 auto_leaves[where] = f"not traceable: {reason}"
+                continue
+        module.graph.eliminate_dead_code()
+        module.recompile()
+        propagate_shapes(module, example_inputs)
+        return Captured(module, method, example_inputs, auto_leaves)
 
 
 def check_model_accepts(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:
@@ -85,10 +92,7 @@ def check_model_accepts(model: nn.Module, example_inputs: Tuple[torch.Tensor, ..
         with _eval_mode(model), torch.no_grad():
             model(*example_inputs)
     except Exception as error:
-        shapes = ", ".join(str(tuple(x.shape)) for x in example_inputs if isinstance(x, torch.Tensor))
-        raise ConversionError(f"the model rejects an input of shape {shapes} ({_first_line(error)}); "
-                              "pass the input shape it expects (input_shape=... / --input-shape)",
-                              where=type(model).__name__) from error
+        raise _rejection(example_inputs, error) from error
 
 
 def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
@@ -104,8 +108,11 @@ def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tens
         return
     except Exception:
         pass
-    with _eval_mode(module), torch.no_grad():
-        _MetaRecorder(module).run(*example_inputs)
+    try:
+        with _eval_mode(module), torch.no_grad():
+            _MetaRecorder(module).run(*example_inputs)
+    except Exception as error:
+        raise _rejection(example_inputs, error) from error
 
 
 class _MetaRecorder(fx.Interpreter):
@@ -138,12 +145,10 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _finish(module: fx.GraphModule, method: str, example_inputs: Tuple[torch.Tensor, ...],
-            auto_leaves: Dict[str, str]) -> Captured:
-    module.graph.eliminate_dead_code()
-    module.recompile()
-    propagate_shapes(module, example_inputs)
-    return Captured(module, method, example_inputs, dict(auto_leaves))
+def _rejection(example_inputs: Sequence[torch.Tensor], error: Exception) -> ConversionError:
+    shapes = ", ".join(str(tuple(x.shape)) for x in example_inputs if isinstance(x, torch.Tensor))
+    return ConversionError(f"the model rejects an input of shape {shapes} ({_first_line(error)}); "
+                           "pass the input shape it expects (input_shape=... / --input-shape)")
 
 
 def _first_line(error: BaseException) -> str:

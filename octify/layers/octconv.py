@@ -84,8 +84,10 @@ class OctConv2d(nn.Module):
                  stride: Union[int, Tuple[int, int]] = 1, padding: Union[int, Tuple[int, int], str] = 0,
                  dilation: Union[int, Tuple[int, int]] = 1, groups: int = 1, bias: bool = True,
                  alpha: AlphaLike = 0.5, padding_mode: str = "zeros", *,
-                 in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None) -> None:
+                 in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         alpha_in, alpha_out = parse_alpha(alpha)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
@@ -107,7 +109,7 @@ class OctConv2d(nn.Module):
         if self.is_plain:
             self.paths: List[Path] = [Path("h2h", False, False, (0, in_channels), (0, out_channels), groups)]
             self.h2h = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                                 groups, bias, padding_mode)
+                                 groups, bias, padding_mode, **factory)
             return
         self._check_geometry()
         self.paths = self._plan_paths(in_unit, out_unit)
@@ -117,7 +119,7 @@ class OctConv2d(nn.Module):
             dilation_here = tuple(max(1, d // 2) for d in self.dilation) if low_res else self.dilation
             conv = nn.Conv2d(path.in_range[1] - path.in_range[0], path.out_range[1] - path.out_range[0],
                              self.kernel_size, 1, self._path_padding(dilation_here), dilation_here,
-                             path.groups, path.name in with_bias, padding_mode)
+                             path.groups, path.name in with_bias, padding_mode, **factory)
             setattr(self, path.name, conv)
 
     # -- construction helpers -------------------------------------------------------------
@@ -204,8 +206,9 @@ class OctConv2d(nn.Module):
                     conv.dilation, groups, conv.bias is not None, alpha=(alpha_in, alpha_out),
                     padding_mode=conv.padding_mode,
                     in_split=ChannelSplit.trailing(conv.in_channels, in_split.n_low) if explicit_in else None,
-                    out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low) if explicit_out else None)
-        layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
+                    out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low) if explicit_out else None,
+                    device="meta")  # no random initialisation: every weight is copied below
+        layer = layer.to_empty(device=conv.weight.device).to(dtype=conv.weight.dtype)
         with torch.no_grad():
             for path, target in layer.path_convs():
                 rows = torch.tensor(out_split.branch_index(path.dst_low)[slice(*path.out_range)],

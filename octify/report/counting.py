@@ -49,11 +49,15 @@ def _example_inputs(model: nn.Module, input_shape: Sequence[int],
 
 
 def _copy_with_shapes(model: fx.GraphModule, inputs: Tuple[Any, ...]) -> fx.GraphModule:
-    """A GraphModule over ``model``'s submodules with a copy of its graph, shapes recorded (``model`` untouched)."""
+    """A GraphModule over ``model``'s submodules with a copy of its graph, shapes recorded (``model`` untouched).
+
+    Shapes already recorded by the capture stage are reused.
+    """
     graph = fx.Graph()
     graph.output(graph.graph_copy(model.graph, {}))
     copy = fx.GraphModule(model, graph, type(model).__name__)
-    propagate_shapes(copy, inputs)
+    if not all("val" in node.meta for node in copy.graph.nodes if node.op != "output"):
+        propagate_shapes(copy, inputs)
     return copy
 
 

@@ -54,7 +54,7 @@ class RewriteContext:
              split: Split) -> fx.Node:
         """Emit ``node``'s replacement, named like it, producing representation ``split``."""
         new = self.graph.create_node(op, target, args, kwargs, name=node.name)
-        new.meta = dict(node.meta)
+        new.meta = {key: value for key, value in node.meta.items() if key != "val"}  # shapes change
         self.env[node], self.rep[node] = new, split
         return new
 
@@ -79,7 +79,7 @@ class RewriteContext:
         if have == want:
             return new
         if have is not None:
-            reason = self.plan.boundary_reasons.get(consumer, "it reads a plain tensor")
+            reason = self.plan.boundary_reasons.get(consumer, "its input stays plain")
             new = self._convert((node, None), new, OctMerge(have), f"{describe(consumer)} needs a plain "
                                 f"tensor: {reason}")
             if want is None:

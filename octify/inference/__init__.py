@@ -1,0 +1,12 @@
+"""Inference: BatchNorm folding, fused octave convolutions, channels-last, in-place adds.
+
+``for_inference(model)`` returns an eval-mode copy of a plain or converted model that
+computes the same outputs (to float32 rounding) faster.
+"""
+from .folding import batchnorm_affine, fold_conv_batchnorm, fold_octconv_batchnorm
+from .fused import FusedOctConv2d, fast_octconv
+from .optimize import fold_batchnorms, for_inference, make_residual_adds_in_place
+from .resample import add_upsampled_
+
+__all__ = ["FusedOctConv2d", "add_upsampled_", "batchnorm_affine", "fast_octconv", "fold_batchnorms",
+           "fold_conv_batchnorm", "fold_octconv_batchnorm", "for_inference", "make_residual_adds_in_place"]

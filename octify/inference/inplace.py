@@ -1,0 +1,33 @@
+"""Adds that write into their first operand when it is a temporary nobody else reads.
+
+The graph pass in :mod:`octify.inference.optimize` calls these only where the first operand
+is a convolution's output with no other use, so writing into it is invisible. They fall
+back to a new tensor when the sum would not fit the operand (broadcasting, dtype promotion).
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+from torch import Tensor
+
+from .. import ops
+
+OctaveTensor = Tuple[Tensor, Tensor]
+
+
+def add_into(a: Tensor, b: Any) -> Tensor:
+    """``a + b``, computed in ``a``'s memory when the sum has ``a``'s shape and dtype."""
+    return a.add_(b) if _fits(a, b) else a + b
+
+
+def octave_add_into(a: OctaveTensor, b: Any) -> OctaveTensor:
+    """``octify.ops.add(a, b)``, computed in ``a``'s memory branch by branch when it fits."""
+    if isinstance(b, tuple) and len(b) == 2 and _fits(a[0], b[0]) and _fits(a[1], b[1]):
+        return a[0].add_(b[0]), a[1].add_(b[1])
+    return ops.add(a, b)
+
+
+def _fits(a: Tensor, b: Any) -> bool:
+    if isinstance(b, Tensor):
+        return b.shape == a.shape and b.dtype == a.dtype and b.device == a.device
+    return isinstance(b, (int, float)) and not isinstance(b, bool) and a.is_floating_point()

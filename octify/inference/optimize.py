@@ -1,0 +1,163 @@
+"""``for_inference``: an eval-mode copy of any model, BatchNorm folded and octave layers fused.
+
+Steps, each exact up to float32 rounding:
+
+1. copy the model and put it in eval mode (the input is never modified);
+2. find every convolution whose only consumer is a BatchNorm (from the model's graph: its
+   own if it is a ``GraphModule``, else a torch.fx trace) and fold the BatchNorm into it;
+3. swap every ``OctConv2d`` for :func:`fast_octconv` of it;
+4. turn residual adds on fresh convolution outputs into in-place adds (octave or plain);
+5. store 4-d weights channels-last, so convolutions run and produce channels-last maps;
+6. freeze the parameters (``requires_grad=False``).
+
+A model that cannot be traced still gets steps 1, 3, 5 and 6.
+"""
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import fx, nn
+
+from .. import ops
+from ..capture.tracer import OctifyTracer
+from ..layers import OctBatchNorm2d, OctConv2d
+from .folding import can_fold, fold_conv_batchnorm, fold_octconv_batchnorm
+from .fused import FusedOctConv2d, fast_octconv
+from .inplace import add_into, octave_add_into
+
+CONVOLUTIONS = (nn.Conv2d, OctConv2d)
+BATCHNORMS = (nn.BatchNorm2d, OctBatchNorm2d)
+FRESH_OUTPUTS = (nn.Conv2d, OctConv2d, FusedOctConv2d)
+
+
+def for_inference(module: nn.Module) -> nn.Module:
+    """An inference-ready copy of ``module`` (plain or converted); ``module`` itself is untouched."""
+    model = copy.deepcopy(module).eval()
+    graph_module = model if isinstance(model, fx.GraphModule) else _trace(model)
+    if graph_module is not None:
+        fold_batchnorms(model, graph_module.graph)
+    _replace_modules(model, lambda m: fast_octconv(m) if isinstance(m, OctConv2d) else None)
+    if isinstance(model, fx.GraphModule):
+        _drop_identity_calls(model)
+        make_residual_adds_in_place(model)
+    model.to(memory_format=torch.channels_last)
+    model.requires_grad_(False)
+    return model
+
+
+def fold_batchnorms(model: nn.Module, graph: fx.Graph) -> List[Tuple[str, str]]:
+    """Fold each BatchNorm that only follows a convolution into it, in ``model``'s tree.
+
+    ``graph`` is ``model``'s graph (names of ``call_module`` nodes are paths in ``model``).
+    The folded convolution replaces the original and the BatchNorm becomes ``nn.Identity``.
+    Returns the ``(convolution, batchnorm)`` names folded.
+    """
+    calls = _module_call_counts(graph)
+    folded = []
+    for conv_name, bn_name in _conv_bn_pairs(model, graph):
+        if calls[conv_name] != 1 or calls[bn_name] != 1:
+            continue  # a module called twice cannot be changed for one of its calls
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        fold = fold_conv_batchnorm if type(conv) is nn.Conv2d else fold_octconv_batchnorm
+        _set_submodule(model, conv_name, fold(conv, bn))
+        _set_submodule(model, bn_name, nn.Identity())
+        folded.append((conv_name, bn_name))
+    return folded
+
+
+def make_residual_adds_in_place(model: fx.GraphModule) -> int:
+    """Rewrite ``a + b`` as ``a += b`` where ``a`` is a convolution's output used nowhere else.
+
+    Works for plain adds (``operator.add``, ``torch.add``) and octave ones (``octify.ops.add``).
+    Returns how many adds changed.
+    """
+    changed = 0
+    for node in list(model.graph.nodes):
+        if node.op != "call_function" or len(node.args) != 2 or node.kwargs:
+            continue
+        in_place = _IN_PLACE.get(node.target)
+        if in_place is None:
+            continue
+        for position in (0, 1):  # addition commutes: the fresh operand takes the sum
+            operand = node.args[position]
+            if _is_fresh_output(model, operand) and len(operand.users) == 1:
+                node.target, node.args = in_place, (operand, node.args[1 - position])
+                changed += 1
+                break
+    if changed:
+        model.recompile()
+    return changed
+
+
+_IN_PLACE = {operator.add: add_into, torch.add: add_into, ops.add: octave_add_into}
+
+
+def _is_fresh_output(model: fx.GraphModule, node: object) -> bool:
+    """True for the output of a convolution module: a new tensor (or pair) nobody else can see."""
+    return (isinstance(node, fx.Node) and node.op == "call_module"
+            and isinstance(model.get_submodule(node.target), FRESH_OUTPUTS))
+
+
+def _trace(model: nn.Module) -> Optional[fx.GraphModule]:
+    """A graph of ``model`` (sharing its submodules) for finding conv -> BatchNorm pairs, or None."""
+    try:
+        tracer = OctifyTracer()
+        return fx.GraphModule(model, tracer.trace(model))
+    except Exception:  # any model that torch.fx cannot trace: fold nothing
+        return None
+
+
+def _conv_bn_pairs(model: nn.Module, graph: fx.Graph) -> Iterator[Tuple[str, str]]:
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), BATCHNORMS):
+            continue
+        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1):
+            continue
+        conv, bn = model.get_submodule(source.target), model.get_submodule(node.target)
+        if isinstance(conv, CONVOLUTIONS) and can_fold(bn) and _matches(conv, bn):
+            yield str(source.target), str(node.target)
+
+
+def _matches(conv: nn.Module, bn: nn.Module) -> bool:
+    if type(conv) is nn.Conv2d:
+        return type(bn) is nn.BatchNorm2d and bn.num_features == conv.out_channels
+    if isinstance(bn, OctBatchNorm2d):
+        return (bn.bn_h.num_features, bn.bn_l.num_features) == (conv.high_out, conv.low_out)
+    return conv.low_out == 0 and bn.num_features == conv.out_channels
+
+
+def _module_call_counts(graph: fx.Graph) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            counts[str(node.target)] = counts.get(str(node.target), 0) + 1
+    return counts
+
+
+def _replace_modules(model: nn.Module, replacement) -> None:
+    """Replace each submodule ``m`` for which ``replacement(m)`` is not None (outermost first)."""
+    for name, child in list(model.named_children()):
+        new = replacement(child)
+        if new is not None:
+            setattr(model, name, new)
+        else:
+            _replace_modules(child, replacement)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _drop_identity_calls(model: fx.GraphModule) -> None:
+    """Remove calls of ``nn.Identity`` submodules (left by folding) from the graph."""
+    for node in list(model.graph.nodes):
+        if node.op == "call_module" and type(model.get_submodule(node.target)) is nn.Identity:
+            node.replace_all_uses_with(node.args[0])
+            model.graph.erase_node(node)
+    model.delete_all_unused_submodules()
+    model.recompile()
