@@ -4,10 +4,11 @@ from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctMer
 
 from .convert import Conversion, convert
 from .errors import ConversionError
+from .inference import for_inference
 from .plan import Schedule
 from .report import ModelCost, Report, cost
 
 __version__ = "0.1.0"
 
 __all__ = ["Conversion", "ConversionError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
-           "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost"]
+           "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference"]

@@ -3,6 +3,7 @@
 ``for_inference(model)`` returns an eval-mode copy of a plain or converted model that
 computes the same outputs (to float32 rounding) faster.
 """
+from . import counting  # noqa: F401  (registers the cost rule of FusedOctConv2d)
 from .folding import batchnorm_affine, fold_conv_batchnorm, fold_octconv_batchnorm
 from .fused import FusedOctConv2d, fast_octconv
 from .optimize import fold_batchnorms, for_inference, make_residual_adds_in_place

@@ -86,6 +86,14 @@ class FusedOctConv2d(nn.Module):
         self.low_weight = _param(_side_by_side(paths, "h2l", "l2l")) if self.low_out else None
         self.low_bias = _param(low_bias)
 
+    def convolutions(self) -> List[Tuple[Tensor, bool]]:
+        """Each convolution's weight, and whether it runs at the low output resolution (else the high)."""
+        if self.strided:
+            pairs = [(self.high_weight, False), (self.low_weight, True)]
+        else:
+            pairs = [(self.high_weight, False), (self.low_input_weight, True), (self.h2l_weight, True)]
+        return [(weight, low) for weight, low in pairs if weight is not None]
+
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: Union[Tensor, OctaveTensor]) -> Union[Tensor, OctaveTensor]:
         high, low = (x[0], x[1]) if self.low_in else (x, None)

@@ -30,7 +30,7 @@ from .inplace import add_into, octave_add_into
 
 CONVOLUTIONS = (nn.Conv2d, OctConv2d)
 BATCHNORMS = (nn.BatchNorm2d, OctBatchNorm2d)
-FRESH_OUTPUTS = (nn.Conv2d, OctConv2d, FusedOctConv2d)
+FRESH_OUTPUTS = (nn.Conv2d, OctConv2d, FusedOctConv2d, nn.BatchNorm2d, OctBatchNorm2d)
 
 
 def for_inference(module: nn.Module) -> nn.Module:
@@ -69,7 +69,7 @@ def fold_batchnorms(model: nn.Module, graph: fx.Graph) -> List[Tuple[str, str]]:
 
 
 def make_residual_adds_in_place(model: fx.GraphModule) -> int:
-    """Rewrite ``a + b`` as ``a += b`` where ``a`` is a convolution's output used nowhere else.
+    """Rewrite ``a + b`` as ``a += b`` where ``a`` is a convolution or BatchNorm output used nowhere else.
 
     Works for plain adds (``operator.add``, ``torch.add``) and octave ones (``octify.ops.add``).
     Returns how many adds changed.
@@ -96,7 +96,7 @@ _IN_PLACE = {operator.add: add_into, torch.add: add_into, ops.add: octave_add_in
 
 
 def _is_fresh_output(model: fx.GraphModule, node: object) -> bool:
-    """True for the output of a convolution module: a new tensor (or pair) nobody else can see."""
+    """True for the output of a convolution or BatchNorm module: a new tensor (or pair) of its own."""
     return (isinstance(node, fx.Node) and node.op == "call_module"
             and isinstance(model.get_submodule(node.target), FRESH_OUTPUTS))
 

@@ -1,0 +1,194 @@
+"""Wall-clock latency of octave conversions against their original models, on this machine.
+
+    python benchmarks/benchmark.py            # the full table (several minutes on 2 cores)
+    python benchmarks/benchmark.py --quick    # resnet50 at alpha 0.5 only
+
+For every model and alpha: the original (torchvision, ``weights=None``) and
+``octify.convert(original, alpha).module``, both passed through ``octify.for_inference``
+(eval mode, BatchNorm folded, channels-last, octave layers fused), run alternately in one
+process on a 224x224 input; each latency is the median over ``--repeats`` rounds and the
+table shows converted / original. Also: one training step (forward, backward, SGD step)
+of the unfused modules in train mode, the same way; and the peak bytes of live tensors
+during one inference pass (measured at the dispatcher) next to the cost report's estimate.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from memory import peak_activation_bytes  # noqa: E402
+from timing import median_latencies  # noqa: E402
+
+import octify  # noqa: E402
+
+MODELS = ("resnet50", "resnet18", "mobilenet_v2", "densenet121", "regnet_y_800mf")
+ALPHAS = (0.25, 0.5, 0.75)
+BATCHES = (1, 8)
+TRAIN_BATCH = 8
+MiB = 2 ** 20
+
+
+@dataclass
+class Row:
+    """One model at one alpha: latency ratios (converted / original) and memory."""
+
+    model: str
+    alpha: float
+    mac_ratio: float
+    latency: Dict[int, tuple] = field(default_factory=dict)  # batch -> (original s, converted s)
+    train: Optional[tuple] = None  # (original s, converted s)
+    memory: Optional[tuple] = None  # (original measured, converted measured, converted estimated) bytes
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = _parse(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, "
+          f"input {args.size}x{args.size}, median of {args.repeats} alternating rounds", flush=True)
+    rows = []
+    for name in args.models:
+        original = getattr(torchvision.models, name)(weights=None).eval()
+        for alpha in args.alphas:
+            converted = octify.convert(original, alpha, input_shape=(1, 3, args.size, args.size)).module
+            row = measure(name, alpha, original, converted, args)
+            rows.append(row)
+            print(_line(row), flush=True)
+    print()
+    print(markdown_table(rows, args))
+
+
+def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> Row:
+    """Every measurement for one (model, alpha)."""
+    fast_original, fast_converted = octify.for_inference(original), octify.for_inference(converted)
+    sample = torch.randn(1, 3, args.size, args.size)
+    with torch.no_grad():
+        _check_same(fast_converted(sample), converted.eval()(sample), f"{name} alpha={alpha}")
+    row = Row(name, alpha, _mac_ratio(original, converted, sample))
+    for batch in args.batches:
+        x = torch.randn(batch, 3, args.size, args.size)
+        with torch.inference_mode():
+            times = median_latencies({"original": lambda: fast_original(x), "converted": lambda: fast_converted(x)},
+                                     args.repeats)
+        row.latency[batch] = (times["original"], times["converted"])
+    if args.train and alpha in args.train_alphas:
+        row.train = _training_step_times(original, converted, args)
+    if args.memory:
+        estimate = _estimated_peak(fast_converted, sample)
+        row.memory = (peak_activation_bytes(fast_original, sample), peak_activation_bytes(fast_converted, sample),
+                      estimate)
+    return row
+
+
+def _training_step_times(original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> tuple:
+    """Median seconds of forward + backward + SGD step at the training batch, unfused, train mode."""
+    x = torch.randn(TRAIN_BATCH, 3, args.size, args.size)
+    labels = torch.randint(0, 1000, (TRAIN_BATCH,))
+    steps = {}
+    for key, module in (("original", original), ("converted", converted)):
+        model = copy.deepcopy(module).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        steps[key] = _training_step(model, optimizer, x, labels)
+    times = median_latencies(steps, args.train_repeats, warmup=1)
+    return times["original"], times["converted"]
+
+
+def _training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, labels: torch.Tensor):
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+    return step
+
+
+def _mac_ratio(original: nn.Module, converted: nn.Module, sample: torch.Tensor) -> float:
+    counts = []
+    for module in (original, converted):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(sample)
+        counts.append(counter.get_total_flops())
+    return counts[1] / counts[0]
+
+
+def _estimated_peak(module: nn.Module, sample: torch.Tensor) -> Optional[int]:
+    """The cost report's peak live feature maps, when the report module is available."""
+    cost = getattr(octify, "cost", None)
+    if cost is None:
+        try:
+            from octify.report import cost
+        except ImportError:
+            return None
+    return cost(module, example_inputs=sample).peak_activation_bytes
+
+
+def _check_same(fast: torch.Tensor, reference: torch.Tensor, what: str) -> None:
+    error = (fast - reference).abs().max().item()
+    scale = reference.abs().max().item()
+    if error > 1e-4 * max(scale, 1.0):
+        raise AssertionError(f"{what}: for_inference changed the outputs (max error {error:g}, scale {scale:g})")
+
+
+def _line(row: Row) -> str:
+    parts = [f"{row.model} alpha={row.alpha:g}: MACs x{row.mac_ratio:.3f}"]
+    for batch, (base, conv) in row.latency.items():
+        parts.append(f"batch {batch}: {base * 1e3:.1f} -> {conv * 1e3:.1f} ms (x{conv / base:.3f})")
+    if row.train:
+        parts.append(f"train step: {row.train[0] * 1e3:.0f} -> {row.train[1] * 1e3:.0f} ms "
+                     f"(x{row.train[1] / row.train[0]:.3f})")
+    return "; ".join(parts)
+
+
+def markdown_table(rows: List[Row], args: argparse.Namespace) -> str:
+    """The results as a markdown table: ratios converted / original, milliseconds in brackets."""
+    header = ["model", "alpha", "MACs"] + [f"latency, batch {b}" for b in args.batches]
+    if args.train:
+        header.append(f"train step, batch {TRAIN_BATCH}")
+    if args.memory:
+        header += ["peak memory, batch 1 (measured)", "estimated"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.model, f"{row.alpha:g}", f"{row.mac_ratio:.2f}"]
+        cells += [f"**{conv / base:.2f}** ({base * 1e3:.0f} → {conv * 1e3:.0f} ms)"
+                  for base, conv in (row.latency[b] for b in args.batches)]
+        if args.train:
+            cells.append(f"**{row.train[1] / row.train[0]:.2f}** ({row.train[0] * 1e3:.0f} → "
+                         f"{row.train[1] * 1e3:.0f} ms)" if row.train else "")
+        if args.memory:
+            original, converted, estimate = row.memory
+            cells.append(f"{converted / original:.2f} ({original / MiB:.1f} → {converted / MiB:.1f} MiB)")
+            cells.append(f"{estimate / MiB:.1f} MiB" if estimate is not None else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
+    parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
+    parser.add_argument("--repeats", type=int, default=15, help="alternating rounds per latency")
+    parser.add_argument("--train-repeats", type=int, default=7, help="alternating rounds per training step")
+    parser.add_argument("--train-alphas", nargs="+", type=float, default=[0.5],
+                        help="alphas at which a training step is timed")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training step")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory columns")
+    parser.add_argument("--quick", action="store_true", help="resnet50 at alpha 0.5, fewer rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.alphas, args.repeats, args.train_repeats = ["resnet50"], [0.5], 7, 3
+    return args
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""for_inference: fused octave convolutions, BatchNorm folding, in-place adds, whole models."""
+import copy
+import operator
+
+import pytest
+import torch
+import torchvision
+from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import octify
+from octify.capture import OctifyTracer
+from octify import Branchwise, OctBatchNorm2d, OctConv2d, upsample_to
+from octify.inference import (FusedOctConv2d, add_upsampled_, fast_octconv, fold_conv_batchnorm,
+                              fold_octconv_batchnorm, for_inference, make_residual_adds_in_place)
+
+TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+
+
+def channels_last(x):
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def octave_input(conv, batch, height, width):
+    high = torch.randn(batch, conv.high_in, height, width)
+    if not conv.low_in:
+        return high
+    return high, torch.randn(batch, conv.low_in, (height + 1) // 2, (width + 1) // 2)
+
+
+def as_tuple(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+def assert_same(actual, expected):
+    for a, e in zip(as_tuple(actual), as_tuple(expected), strict=True):
+        assert a.shape == e.shape
+        torch.testing.assert_close(a, e, **TOLERANCE)
+
+
+def randomize_batchnorms(model):
+    """Non-trivial statistics and affine parameters, so that folding has something to fold."""
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+# -- up-sampling fused with the add ----------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(8, 6), (7, 7), (5, 9), (1, 1), (2, 3), (15, 16)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_add_upsampled_equals_interpolate_then_add(size, layout):
+    high = torch.randn(2, 3, *size).contiguous(memory_format=layout)
+    low = torch.randn(2, 3, (size[0] + 1) // 2, (size[1] + 1) // 2).contiguous(memory_format=layout)
+    expected = high + upsample_to(low, size)
+    result = add_upsampled_(high, low)
+    assert result is high
+    torch.testing.assert_close(result, expected, rtol=0, atol=0)
+
+
+def test_add_upsampled_reads_a_channel_slice_of_a_channels_last_map():
+    both = channels_last(torch.randn(2, 10, 4, 5))
+    high = channels_last(torch.randn(2, 4, 7, 9))
+    expected = high + upsample_to(both[:, :4], (7, 9))
+    torch.testing.assert_close(add_upsampled_(high, both[:, :4]), expected, rtol=0, atol=0)
+
+
+# -- fused octave convolution ------------------------------------------------------------------------
+
+ALPHAS = [(0.5, 0.5), (0.0, 0.5), (0.5, 0.0), (0.25, 0.75)]
+GEOMETRIES = [(1, 1, 1), (3, 1, 1), (3, 1, 2), (1, 2, 1), (3, 2, 1)]  # kernel, stride, dilation
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("kernel,stride,dilation", GEOMETRIES)
+@pytest.mark.parametrize("size", [(7, 7), (15, 15), (8, 6)])
+def test_fused_octconv_equals_reference(alpha, kernel, stride, dilation, size):
+    conv = OctConv2d(12, 10, kernel, stride, padding=dilation * (kernel - 1) // 2, dilation=dilation,
+                     alpha=alpha).eval()
+    fused = fast_octconv(conv)
+    assert isinstance(fused, FusedOctConv2d)
+    x = octave_input(conv, 2, *size)
+    assert_same(fused(x), conv(x))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_octconv_at_a_large_odd_non_square_size(stride):
+    conv = OctConv2d(8, 8, 3, stride, padding=1, alpha=0.5).eval()
+    x = octave_input(conv, 1, 225, 199)
+    assert_same(fast_octconv(conv)(x), conv(x))
+
+
+def test_fused_octconv_keeps_channels_last():
+    conv = OctConv2d(16, 16, 3, padding=1, alpha=0.5).eval().to(memory_format=torch.channels_last)
+    high, low = octave_input(conv, 2, 9, 9)
+    out = fast_octconv(conv)((channels_last(high), channels_last(low)))
+    assert all(y.is_contiguous(memory_format=torch.channels_last) for y in out)
+
+
+@pytest.mark.parametrize("groups,alpha", [(2, 0.5), (4, 0.5), (16, 0.5), (16, 0.25)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_grouped_and_depthwise_layers_keep_the_reference(groups, alpha, stride):
+    conv = OctConv2d(16, 16, 3, stride, padding=1, groups=groups, alpha=alpha).eval()
+    assert fast_octconv(conv) is conv
+
+
+def test_plain_octconv_becomes_its_convolution():
+    conv = OctConv2d(6, 8, 3, 2, padding=1, alpha=0.0).eval()
+    assert fast_octconv(conv) is conv.h2h
+
+
+def test_fused_octconv_has_the_reference_parameter_count():
+    conv = OctConv2d(12, 10, 3, padding=1, alpha=(0.25, 0.75))
+    fused = FusedOctConv2d(conv)
+    assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in conv.parameters())
+
+
+# -- BatchNorm folding ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_fold_conv_batchnorm(bias, groups):
+    conv = nn.Conv2d(8, 12, 3, padding=1, bias=bias, groups=groups)
+    bn = randomize_batchnorms(nn.BatchNorm2d(12)).eval()
+    x = torch.randn(2, 8, 9, 9)
+    torch.testing.assert_close(fold_conv_batchnorm(conv, bn)(x), bn(conv(x)), **TOLERANCE)
+
+
+@pytest.mark.parametrize("alpha,groups,stride,bias", [
+    ((0.5, 0.5), 1, 1, False), ((0.5, 0.5), 1, 2, True), ((0.0, 0.5), 1, 1, False), ((0.25, 0.75), 1, 1, True),
+    ((0.5, 0.5), 4, 1, False), ((0.5, 0.5), 16, 2, True)])
+def test_fold_octconv_batchnorm_branchwise(alpha, groups, stride, bias):
+    conv = OctConv2d(16, 16, 3, stride, padding=1, groups=groups, bias=bias, alpha=alpha).eval()
+    bn = randomize_batchnorms(OctBatchNorm2d(16, alpha=alpha[1])).eval()
+    x = octave_input(conv, 2, 9, 7)
+    folded = fold_octconv_batchnorm(conv, bn)
+    assert_same(folded(x), bn(conv(x)))
+    assert_same(fast_octconv(folded)(x), bn(conv(x)))
+
+
+def test_fold_octconv_with_plain_output_takes_a_plain_batchnorm():
+    conv = OctConv2d(16, 10, 1, alpha=(0.5, 0.0), bias=False).eval()
+    bn = randomize_batchnorms(nn.BatchNorm2d(10)).eval()
+    x = octave_input(conv, 2, 7, 7)
+    assert_same(fold_octconv_batchnorm(conv, bn)(x), bn(conv(x)))
+
+
+def test_fold_rejects_mismatched_batchnorm():
+    conv = OctConv2d(16, 16, 1, alpha=0.5)
+    with pytest.raises(ValueError, match="do not match"):
+        fold_octconv_batchnorm(conv, OctBatchNorm2d(16, alpha=0.25))
+
+
+# -- for_inference on modules --------------------------------------------------------------------------
+
+class OctaveBlock(nn.Module):
+    """OctConv -> OctBatchNorm -> ReLU -> OctConv -> OctBatchNorm, with a residual add."""
+
+    def __init__(self, channels=16, alpha=0.5):
+        super().__init__()
+        self.conv1 = OctConv2d(channels, channels, 3, padding=1, alpha=alpha, bias=False)
+        self.bn1 = OctBatchNorm2d(channels, alpha)
+        self.relu = Branchwise(nn.ReLU(inplace=True))
+        self.conv2 = OctConv2d(channels, channels, 1, alpha=alpha, bias=False)
+        self.bn2 = OctBatchNorm2d(channels, alpha)
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return octify.ops.add(y, x)
+
+
+def test_for_inference_never_modifies_its_input():
+    model = randomize_batchnorms(OctaveBlock()).train()
+    before = copy.deepcopy(model.state_dict())
+    types = [type(m) for m in model.modules()]
+    optimized = for_inference(model)
+    assert optimized is not model
+    assert model.training and [type(m) for m in model.modules()] == types
+    assert all(p.requires_grad for p in model.parameters())
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_for_inference_on_a_hand_built_octave_block():
+    model = randomize_batchnorms(OctaveBlock()).eval()
+    x = (torch.randn(2, 8, 10, 10), torch.randn(2, 8, 5, 5))
+    optimized = for_inference(model)
+    assert not optimized.training
+    assert not any(isinstance(m, (OctBatchNorm2d, OctConv2d)) for m in optimized.modules())
+    assert not any(p.requires_grad for p in optimized.parameters())
+    assert_same(optimized(x), model(x))
+
+
+def test_for_inference_on_plain_resnet18():
+    model = randomize_batchnorms(torchvision.models.resnet18(weights=None)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    optimized = for_inference(model)
+    assert type(optimized) is type(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in optimized.modules())
+    assert optimized.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(optimized(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_for_inference_leaves_untraceable_models_unfolded_but_correct():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), randomize_batchnorms(nn.BatchNorm2d(4))
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x
+
+    model = DataDependent().eval()
+    x = torch.rand(1, 3, 8, 8)
+    optimized = for_inference(model)
+    assert isinstance(optimized.bn, nn.BatchNorm2d)
+    torch.testing.assert_close(optimized(x), model(x), **TOLERANCE)
+
+
+def test_shared_batchnorm_is_not_folded():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = randomize_batchnorms(nn.BatchNorm2d(4))
+
+        def forward(self, x):
+            return self.bn(self.a(x)) + self.bn(self.b(x))
+
+    model = Shared().eval()
+    x = torch.randn(2, 3, 8, 8)
+    optimized = for_inference(model)
+    assert isinstance(optimized.bn, nn.BatchNorm2d)
+    torch.testing.assert_close(optimized(x), model(x), **TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def converted_resnet18():
+    torch.manual_seed(0)
+    model = randomize_batchnorms(torchvision.models.resnet18(weights=None)).eval()
+    return model, octify.convert(model, 0.5, input_shape=(1, 3, 64, 64)).module.eval()
+
+
+def test_for_inference_on_a_converted_model(converted_resnet18):
+    _, converted = converted_resnet18
+    x = torch.randn(2, 3, 64, 64)
+    optimized = for_inference(converted)
+    kinds = {type(m) for m in optimized.modules()}
+    assert FusedOctConv2d in kinds and OctBatchNorm2d not in kinds and nn.BatchNorm2d not in kinds
+    with torch.no_grad():
+        torch.testing.assert_close(optimized(x), converted(x), rtol=1e-4, atol=1e-4)
+
+
+def test_optimized_model_macs_match_flop_counter(converted_resnet18):
+    _, converted = converted_resnet18
+    optimized = for_inference(converted)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        optimized(x)
+    report = octify.cost(optimized, input_shape=(1, 3, 64, 64))
+    assert report.macs * 2 == counter.get_total_flops()
+    assert report.macs == octify.cost(converted, input_shape=(1, 3, 64, 64)).macs
+    assert not any("FusedOctConv2d" in str(entry) for entry in report.uncounted)
+
+
+# -- in-place residual adds ------------------------------------------------------------------------------
+
+class TwoConvs(nn.Module):
+    def __init__(self, reuse):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+        self.reuse = reuse
+
+    def forward(self, x):
+        y = self.a(x)
+        s = y + self.b(x)
+        return s * y if self.reuse else s
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_adds_go_in_place_only_into_unshared_convolution_outputs(reuse):
+    model = fx.symbolic_trace(TwoConvs(reuse))
+    x = torch.randn(1, 3, 4, 4)
+    expected = model(x)
+    assert make_residual_adds_in_place(model) == 1  # into b's output (reuse) or a's (no reuse)
+    targets = [n for n in model.graph.nodes if n.op == "call_function" and n.target is not operator.mul]
+    assert targets[0].args[0].target == ("b" if reuse else "a")
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+
+def test_in_place_add_falls_back_when_shapes_differ():
+    class Broadcast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.Conv2d(3, 3, 4)
+
+        def forward(self, x):
+            return self.pool(x) + x
+
+    model = fx.symbolic_trace(Broadcast())
+    x = torch.randn(1, 3, 4, 4)
+    expected = model(x)
+    make_residual_adds_in_place(model)
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+
+def test_octave_adds_go_in_place():
+    block = OctaveBlock().eval()
+    model = fx.GraphModule(block, OctifyTracer().trace(block))
+    x = (torch.randn(1, 8, 6, 6), torch.randn(1, 8, 3, 3))
+    expected = model(x)
+    assert make_residual_adds_in_place(model) == 1
+    assert_same(model(x), expected)
