@@ -18,7 +18,6 @@ import torch
 from torch import fx, nn
 
 from .. import layers
-from ..ops import OCTAVE_FUNCTIONS
 
 LeafSpec = Union[str, Type[nn.Module]]
 _MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
@@ -38,7 +37,7 @@ class OctifyTracer(fx.Tracer):
     """Symbolic tracer whose leaves are torch.nn built-ins, octify layers and ``leaf_modules``."""
 
     def __init__(self, leaf_modules: Iterable[LeafSpec] = ()) -> None:
-        super().__init__(autowrap_functions=OCTAVE_FUNCTIONS)
+        super().__init__()
         specs = list(leaf_modules)
         self.leaf_types = OCTIFY_LEAVES + _torchvision_leaves() + tuple(s for s in specs if isinstance(s, type))
         self.leaf_names = {s for s in specs if isinstance(s, str)}

@@ -20,6 +20,7 @@ class Schedule:
     """An ordered list of ``(pattern, alpha)``; see the module docstring for the rules."""
 
     def __init__(self, alpha: ScheduleLike) -> None:
+        self.from_patterns = isinstance(alpha, Mapping) or getattr(alpha, "from_patterns", False)
         if isinstance(alpha, Schedule):
             self.rules: Tuple[Tuple[str, float], ...] = alpha.rules
         elif isinstance(alpha, Mapping):
@@ -42,6 +43,8 @@ class Schedule:
     def warn_unused(self, names: Iterable[str]) -> None:
         """Warn about patterns that match none of ``names`` (the model's convolutions)."""
         names = list(names)
+        if not self.from_patterns:
+            return
         for pattern, _ in self.rules:
             if not any(fnmatchcase(name, pattern) for name in names):
                 warnings.warn(f"schedule pattern {pattern!r} matches no convolution of the model",
