@@ -78,9 +78,7 @@ class OctSplit(nn.Module):
             raise ValueError(f"OctSplit needs channels in both branches, got {split!r}")
         self.split = split
         self.n_high = split.n_high
-        if not split.is_trailing:
-            self.register_buffer("high_index", torch.tensor(split.high_index), persistent=False)
-            self.register_buffer("low_index", torch.tensor(split.low_index), persistent=False)
+        _register_branch_indices(self, split)
 
     def forward(self, x: Tensor) -> OctaveTensor:
         if x.shape[1] != self.split.channels:
@@ -101,12 +99,7 @@ class OctMerge(nn.Module):
         if split.n_low == 0 or split.n_high == 0:
             raise ValueError(f"OctMerge needs channels in both branches, got {split!r}")
         self.split = split
-        if not split.is_trailing:
-            order = split.high_index + split.low_index
-            inverse = [0] * len(order)
-            for position, channel in enumerate(order):
-                inverse[channel] = position
-            self.register_buffer("inverse_order", torch.tensor(inverse), persistent=False)
+        _register_inverse_order(self, split)
 
     def forward(self, x: OctaveTensor) -> Tensor:
         high, low = x
@@ -118,6 +111,19 @@ class OctMerge(nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.split)
+
+
+def _register_branch_indices(module: nn.Module, split: ChannelSplit) -> None:
+    """Index buffers for picking each branch's channels, unless slicing does (trailing split)."""
+    if not split.is_trailing:
+        module.register_buffer("high_index", torch.tensor(split.high_index), persistent=False)
+        module.register_buffer("low_index", torch.tensor(split.low_index), persistent=False)
+
+
+def _register_inverse_order(module: nn.Module, split: ChannelSplit) -> None:
+    """An index buffer restoring original channel order after ``cat([high, low])``, unless trailing."""
+    if not split.is_trailing:
+        module.register_buffer("inverse_order", torch.tensor(split.inverse_order), persistent=False)
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -137,9 +143,7 @@ class ChannelSplitter(nn.Module):
         self.split = split
         self.channel_dim = channel_dim
         self.n_high = split.n_high
-        if not split.is_trailing:
-            self.register_buffer("high_index", torch.tensor(split.high_index), persistent=False)
-            self.register_buffer("low_index", torch.tensor(split.low_index), persistent=False)
+        _register_branch_indices(self, split)
 
     def forward(self, x: Tensor) -> OctaveTensor:
         dim = self.channel_dim
@@ -162,12 +166,7 @@ class OctGlobalAvgPool(nn.Module):
         super().__init__()
         self.split = split
         self.keepdim = keepdim
-        if not split.is_trailing:
-            order = split.high_index + split.low_index
-            inverse = [0] * len(order)
-            for position, channel in enumerate(order):
-                inverse[channel] = position
-            self.register_buffer("inverse_order", torch.tensor(inverse), persistent=False)
+        _register_inverse_order(self, split)
 
     def forward(self, x: OctaveTensor) -> Tensor:
         high, low = x

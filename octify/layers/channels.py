@@ -103,6 +103,15 @@ class ChannelSplit:
     def low_index(self) -> Tuple[int, ...]:
         return tuple(c for c, is_low in enumerate(self.low) if is_low)
 
+    @property
+    def inverse_order(self) -> Tuple[int, ...]:
+        """Where each original channel sits in ``high`` followed by ``low``."""
+        order = self.high_index + self.low_index
+        inverse = [0] * len(order)
+        for position, channel in enumerate(order):
+            inverse[channel] = position
+        return tuple(inverse)
+
     def branch_index(self, low: bool) -> Tuple[int, ...]:
         return self.low_index if low else self.high_index
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,7 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
-from ..layers import Branchwise, OctBatchNorm2d, OctStochasticDepth
+from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
 from ..plan.facts import feature_args
 from .registry import PER_BRANCH, Rule, register
 
@@ -106,25 +106,24 @@ def _copy_without_inplace(module: nn.Module) -> nn.Module:
     return clone
 
 
-def rewrite_batchnorm(node: fx.Node, ctx: "RewriteContext") -> None:
+def _replace_module(node: fx.Node, ctx: "RewriteContext",
+                    make: Callable[[nn.Module, ChannelSplit], nn.Module]) -> None:
+    """Emit ``make(module, split)`` under the module's own name where the node is octave."""
     split = ctx.plan.layout(node)
     if split is None:
         ctx.copy(node)
         return
-    name = ctx.add_module(str(node.target), OctBatchNorm2d.from_bn(ctx.module(node), split))
+    name = ctx.add_module(str(node.target), make(ctx.module(node), split))
     ctx.emit(node, "call_module", name, (ctx.value(_first_input(node), split, node),), {}, split)
+
+
+def rewrite_batchnorm(node: fx.Node, ctx: "RewriteContext") -> None:
+    _replace_module(node, ctx, OctBatchNorm2d.from_bn)
 
 
 def rewrite_stochastic_depth(node: fx.Node, ctx: "RewriteContext") -> None:
-    split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
-    original = ctx.module(node)
-    layer = OctStochasticDepth(original.p, original.mode)
-    layer.train(original.training)
-    name = ctx.add_module(str(node.target), layer)
-    ctx.emit(node, "call_module", name, (ctx.value(_first_input(node), split, node),), {}, split)
+    _replace_module(node, ctx, lambda original, split: OctStochasticDepth(original.p, original.mode)
+                    .train(original.training))
 
 
 def rewrite_branch_function(node: fx.Node, ctx: "RewriteContext") -> None:
