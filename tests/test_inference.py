@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import octify
 from octify.capture import OctifyTracer
 from octify import Branchwise, OctBatchNorm2d, OctConv2d, upsample_to
-from octify.inference import (FusedOctConv2d, add_upsampled_, fast_octconv, fold_conv_batchnorm,
+from octify.inference import (FusedOctConv2d, GroupedOctConv2d, add_upsampled_, fast_octconv, fold_conv_batchnorm,
                               fold_octconv_batchnorm, for_inference, make_residual_adds_in_place)
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -104,8 +104,17 @@ def test_fused_octconv_keeps_channels_last():
 
 @pytest.mark.parametrize("groups,alpha", [(2, 0.5), (4, 0.5), (16, 0.5), (16, 0.25)])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_grouped_and_depthwise_layers_keep_the_reference(groups, alpha, stride):
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_grouped_and_depthwise_layers_run_one_convolution_per_branch(groups, alpha, stride, size):
     conv = OctConv2d(16, 16, 3, stride, padding=1, groups=groups, alpha=alpha).eval()
+    fast = fast_octconv(conv)
+    assert isinstance(fast, GroupedOctConv2d)
+    x = octave_input(conv, 2, *size)
+    assert_same(fast(x), conv(x))
+
+
+def test_grouped_layers_that_cross_branches_keep_the_reference():
+    conv = OctConv2d(16, 16, 3, padding=1, groups=4, alpha=(0.5, 0.25)).eval()
     assert fast_octconv(conv) is conv
 
 
@@ -317,3 +326,11 @@ def test_octave_adds_go_in_place():
     expected = model(x)
     assert make_residual_adds_in_place(model) == 1
     assert_same(model(x), expected)
+
+
+def test_optimized_octave_block_runs_under_torch_compile():
+    model = for_inference(randomize_batchnorms(OctaveBlock()).eval())
+    x = (torch.randn(1, 8, 10, 10), torch.randn(1, 8, 5, 5))
+    expected = model(x)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    assert_same(compiled(x), expected)

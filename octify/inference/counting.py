@@ -1,16 +1,17 @@
-"""The cost report's counting rule for :class:`FusedOctConv2d` (same MACs as the OctConv2d it replaces)."""
+"""The cost report's counting rule for the fast octave layers (same MACs as the OctConv2d they replace)."""
 from __future__ import annotations
 
 import math
 
 from ..report import OpCall, register_rule
 from .fused import FusedOctConv2d
+from .grouped import GroupedOctConv2d
 
 
-@register_rule(FusedOctConv2d, remark="octave paths fused into two or three convolutions")
-def fused_octconv_macs(call: OpCall) -> int:
-    """Each convolution's outputs times its (input channels x kernel) products, at the size it runs at."""
-    layer: FusedOctConv2d = call.target
+@register_rule(FusedOctConv2d, GroupedOctConv2d, remark="octave paths as two or three convolutions")
+def fast_octconv_macs(call: OpCall) -> int:
+    """Each convolution's outputs times its (input channels / groups x kernel) products, at the size it runs at."""
+    layer = call.target
     high = call.output[0] if isinstance(call.output, (tuple, list)) else call.output
     batch, (height, width) = math.prod(high.shape[:-3]), high.shape[-2:]
     pixels = {False: height * width, True: ((height + 1) // 2) * ((width + 1) // 2)}

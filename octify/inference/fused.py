@@ -15,7 +15,7 @@ Re-arranging the weights once (at construction) removes most of that:
 
 Each output channel's bias sits in the convolution that writes it first. The result
 equals the reference to float32 rounding; only dense (``groups == 1``), zero-padded layers
-are fused (:func:`fast_octconv` keeps the others as they are).
+are fused; :func:`fast_octconv` picks the module for any layer.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..layers import OctConv2d
 from ..layers.resample import downsample
+from .grouped import GroupedOctConv2d
 from .resample import add_upsampled_
 
 OctaveTensor = Tuple[Tensor, Tensor]
@@ -34,11 +35,15 @@ Padding = Union[str, Tuple[int, int]]
 
 
 def fast_octconv(conv: OctConv2d) -> nn.Module:
-    """The fastest exact module for ``conv``: its plain convolution, a fused layer, or itself."""
+    """The fastest exact module for ``conv``: its plain convolution, a fused or grouped layer, or itself.
+
+    The result may share parameters with ``conv``.
+    """
     if conv.is_plain:
         return conv.h2h
-    if FusedOctConv2d.supports(conv):
-        return FusedOctConv2d(conv)
+    for faster in (FusedOctConv2d, GroupedOctConv2d):
+        if faster.supports(conv):
+            return faster(conv)
     return conv
 
 

@@ -26,11 +26,12 @@ from ..capture.tracer import OctifyTracer
 from ..layers import OctBatchNorm2d, OctConv2d
 from .folding import can_fold, fold_conv_batchnorm, fold_octconv_batchnorm
 from .fused import FusedOctConv2d, fast_octconv
+from .grouped import GroupedOctConv2d
 from .inplace import add_into, octave_add_into
 
 CONVOLUTIONS = (nn.Conv2d, OctConv2d)
 BATCHNORMS = (nn.BatchNorm2d, OctBatchNorm2d)
-FRESH_OUTPUTS = (nn.Conv2d, OctConv2d, FusedOctConv2d, nn.BatchNorm2d, OctBatchNorm2d)
+FRESH_OUTPUTS = (nn.Conv2d, OctConv2d, FusedOctConv2d, GroupedOctConv2d, nn.BatchNorm2d, OctBatchNorm2d)
 
 
 def for_inference(module: nn.Module) -> nn.Module:

@@ -14,6 +14,9 @@ def add_upsampled_(high: Tensor, low: Tensor) -> Tensor:
     """Add nearest x2 up-sampled ``low``, cropped to ``high``'s size, into ``high``; return ``high``."""
     height, width = high.shape[-2:]
     rows, cols = height // 2, width // 2  # whole 2x2 blocks
+    if not (height % 2 or width % 2):  # the common case, with as few view operations as possible
+        _blocks(high, rows, cols).add_(low.unsqueeze(-1).unsqueeze(-3))
+        return high
     _blocks(high[..., :2 * rows, :2 * cols], rows, cols).add_(low[..., :rows, None, :cols, None])
     if height % 2:
         high[..., 2 * rows, :2 * cols].unflatten(-1, (cols, 2)).add_(low[..., rows, :cols, None])

@@ -1,0 +1,46 @@
+"""``GroupedOctConv2d``: a grouped or depthwise ``OctConv2d`` whose groups stay in their branch.
+
+When ``alpha_in == alpha_out`` the groups split the same way on both sides, so only the
+h2h and l2l paths exist: the layer is one grouped convolution per branch (after pooling at
+stride 2). This module runs exactly those two, without the reference layer's bookkeeping.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from torch import Tensor, nn
+
+from ..layers import OctConv2d
+from ..layers.resample import downsample
+
+OctaveTensor = Tuple[Tensor, Tensor]
+
+
+class GroupedOctConv2d(nn.Module):
+    """``(x_h, x_l) -> (h2h(x_h), l2l(x_l))``, each input pooled first at stride 2."""
+
+    def __init__(self, conv: OctConv2d) -> None:
+        super().__init__()
+        if not self.supports(conv):
+            raise ValueError(f"GroupedOctConv2d needs an octave layer with only h2h and l2l paths, got {conv!r}")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.strided = conv.kernel_size, conv.stride[0] == 2
+        self.high, self.low = conv.h2h, conv.l2l  # shared with ``conv``
+
+    @staticmethod
+    def supports(conv: OctConv2d) -> bool:
+        return not conv.is_plain and [path.name for path in conv.paths] == ["h2h", "l2l"]
+
+    def convolutions(self) -> List[Tuple[Tensor, bool]]:
+        """Each convolution's weight, and whether it runs at the low output resolution (else the high)."""
+        return [(self.high.weight, False), (self.low.weight, True)]
+
+    def forward(self, x: OctaveTensor) -> OctaveTensor:
+        high, low = x[0], x[1]
+        if self.strided:
+            high, low = downsample(high), downsample(low)
+        return self.high(high), self.low(low)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={2 if self.strided else 1}, groups=({self.high.groups}, {self.low.groups})")
