@@ -1,0 +1,168 @@
+"""``octify MODEL [options]``: parse the command line, run the conversion, print the result.
+
+Exit status: 0 done; 1 running failed (the model's code, the conversion, --verify, an
+export, writing); 2 the command line or something it names is wrong; 130 interrupted.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+import warnings
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, NoReturn, Optional, Sequence, Tuple
+
+import click
+
+from .console import Console
+from .errors import CommandError, UsageError, describe
+from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, model_name, parse_exports, parse_input_shape,
+                      read_schedule)
+from .output import staged_directory
+
+if TYPE_CHECKING:  # imported when needed: it loads torch
+    from . import pipeline
+
+INTERRUPTED = 130
+LIBRARY_WARNINGS = r"(torch|torchvision|onnx|onnxscript|onnxruntime)(\.|$)"  # shown only with --debug
+
+EPILOG = """\b
+MODEL is one of:
+  path/to/file.py        the file defines `model` (an nn.Module) or `build_model()`
+  path/to/file.py:NAME   an nn.Module, or a function or class that returns one
+  torchvision:NAME       torchvision.models.get_model(NAME, weights=None)
+  package.module:NAME    as file.py:NAME, from an importable module
+A model file is Python code, and octify runs it.
+
+\b
+Writes into the output directory (default ./NAME-octave, NAME from MODEL):
+  model.pt      the converted module; torch.load(path, weights_only=False)
+  NAME_octave/  its code, an importable package
+  report.json   the cost report
+  model.onnx, model.torchscript.pt, model.pt2   with --export
+
+\b
+Examples:
+  octify torchvision:resnet18 --alpha 0.5 -o resnet18-octave
+  octify mynet.py --input-shape 1,3,128,128 --verify
+  octify mynet.py:build_small --schedule alphas.toml --format json > report.json
+  octify torchvision:resnet50 --leaf layer4 --export onnx,torchscript --force
+"""
+
+
+def _version() -> str:
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    return f"octify {installed('octify')} (torch {installed('torch')}, Python {sys.version.split()[0]})"
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("model")
+@click.option("--alpha", type=float, help="Fraction of low-frequency channels, in [0, 1).  [default: 0.5]")
+@click.option("--schedule", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Per-layer alphas: a TOML or JSON mapping of glob pattern over convolution names to alpha, "
+                   "e.g. {\"layer4.*\": 0, \"*\": 0.5}; the first matching pattern wins, unmatched "
+                   "convolutions stay plain.")
+@click.option("--input-shape", default="1,3,224,224", show_default=True, metavar="N,C,H,W",
+              help="Shape of the random example input the model is traced, costed and exported with.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), metavar="DIR",
+              help="Output directory; must not exist unless --force.  [default: ./NAME-octave]")
+@click.option("--format", "report_format", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
+              help="How the report prints on stdout.")
+@click.option("--leaf", "leaves", multiple=True, metavar="MODULE",
+              help="Keep a submodule (qualified name, e.g. layer4.0) or a module class (name or dotted path) "
+                   "as it is, unconverted. Repeatable.")
+@click.option("--verify", is_flag=True,
+              help="Run the original and the converted model on a random input, check the output shapes and "
+                   "print the largest output difference (non-zero when alpha > 0: the layers change).")
+@click.option("--export", "exports", multiple=True, metavar="FORMAT",
+              help=f"Also export to {', '.join(EXPORT_FORMATS)}. Repeatable or comma-separated.")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the report, errors and the --verify result.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and every warning.")
+@click.version_option(message=_version(), help="Show the versions and exit.")
+def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_shape: str, output: Optional[Path],
+            report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...], force: bool,
+            quiet: bool, debug: bool) -> int:
+    """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
+    console = Console(quiet)
+    try:
+        if alpha is not None and schedule is not None:
+            raise UsageError("use --alpha or --schedule, not both (a '*' pattern in the schedule "
+                             "sets the alpha of every other convolution)")
+        request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shape(input_shape),
+                          leaves, verify, parse_exports(exports), report_format)
+        target = output or Path(f"{model_name(model)}-octave")
+        with _warnings_shown(console, debug), staged_directory(target, force) as folder:
+            with console.step("loading PyTorch"):
+                from . import pipeline
+            outcome = pipeline.run(request, folder, console)
+    except CommandError as error:
+        hint = " (--debug shows the traceback)" if error.__cause__ and error.exit_code == 1 else ""
+        return _failed(console, str(error), hint, error.exit_code, debug)
+    except KeyboardInterrupt:
+        return _failed(console, "interrupted; nothing was written", "", INTERRUPTED, debug=False)
+    except Exception as error:  # a failure octify does not anticipate
+        return _failed(console, describe(error), " (--debug shows the traceback)", 1, debug)
+    _print_outcome(console, target, outcome)
+    return 0
+
+
+def _failed(console: Console, message: str, hint: str, status: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    console.error(message if debug else message + hint)
+    return status
+
+
+def _print_outcome(console: Console, target: Path, outcome: pipeline.Outcome) -> None:
+    console.result(outcome.report)
+    if outcome.comparison:
+        why = " (expected with octave layers: they compute differently)" if outcome.has_octave_layers else ""
+        console.message(f"verified: output shapes match {outcome.comparison.shapes}; largest absolute output "
+                        f"difference {outcome.comparison.max_abs_difference:.3g}{why}")
+    console.info(f"wrote {target}/: {', '.join(outcome.written)}")
+
+
+@contextmanager
+def _warnings_shown(console: Console, debug: bool) -> Iterator[None]:
+    """Each distinct warning once; without ``debug``, torch's own are hidden and the rest print as
+    ``octify: warning:`` lines after a successful run."""
+    with warnings.catch_warnings(record=not debug) as caught:
+        warnings.simplefilter("default")
+        if not debug:
+            warnings.filterwarnings("ignore", module=LIBRARY_WARNINGS)
+        yield
+    for warning in caught or ():
+        console.warning(str(warning.message))
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command on ``argv`` (default: ``sys.argv[1:]``) and return its exit status."""
+    try:
+        return command.main(args=None if argv is None else list(argv), prog_name="octify", standalone_mode=False)
+    except click.ClickException as error:  # the command line does not parse
+        Console().error(f"{error.format_message()} (octify --help shows the usage)")
+        return error.exit_code
+    except click.Abort:
+        Console().error("interrupted; nothing was written")
+        return INTERRUPTED
+
+
+def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
+    """The ``octify`` console script."""
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up as after Ctrl-C
+    sys.exit(run(argv))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The parsed command line, and the option values that need more than a type.
+
+Nothing here imports torch, so a wrong command line fails at once.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .errors import UsageError
+
+EXPORT_FORMATS = ("onnx", "torchscript", "torch.export")  # the keys of octify.export.FORMATS
+REPORT_FORMATS = ("table", "json", "markdown", "csv")
+
+
+@dataclass
+class Request:
+    """What the command line asks for."""
+
+    model: str
+    alpha: Optional[float] = None
+    schedule: Optional[Dict[str, float]] = None
+    input_shape: Tuple[int, ...] = (1, 3, 224, 224)
+    leaves: Sequence[str] = ()
+    verify: bool = False
+    exports: Sequence[str] = ()
+    report_format: str = "table"
+
+
+def split_model_spec(spec: str) -> Tuple[str, Optional[str]]:
+    """``"file.py:NAME"`` -> ``("file.py", "NAME")``; ``"file.py"`` -> ``("file.py", None)``."""
+    source, colon, attribute = spec.rpartition(":")
+    return (source, attribute) if colon else (spec, None)
+
+
+def model_name(spec: str) -> str:
+    """The name of what MODEL names: ``NAME`` when given, else the file's stem."""
+    source, attribute = split_model_spec(spec)
+    return attribute or Path(source).stem
+
+
+def parse_input_shape(text: str) -> Tuple[int, ...]:
+    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``; every size a positive integer."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(size <= 0 for size in shape):
+        raise UsageError(f"--input-shape {text!r}: expected positive integers separated by commas, "
+                         "such as 1,3,224,224")
+    return shape
+
+
+def parse_exports(values: Iterable[str]) -> List[str]:
+    """``("onnx,torchscript", "torch.export")`` -> the formats in order, each once."""
+    formats: List[str] = []
+    for value in values:
+        for name in (part.strip() for part in value.split(",")):
+            if name not in EXPORT_FORMATS:
+                raise UsageError(f"--export {name!r}: choose from {', '.join(EXPORT_FORMATS)}")
+            if name not in formats:
+                formats.append(name)
+    return formats
+
+
+def read_schedule(path: Path) -> Dict[str, float]:
+    """A schedule file (TOML or JSON, by extension): ``pattern -> alpha`` in file order."""
+    language = {".toml": "TOML", ".json": "JSON"}.get(path.suffix.lower())
+    if language is None:
+        raise UsageError(f"--schedule {path}: expected a .toml or .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"--schedule {path}: cannot read it ({error.strerror or error})") from error
+    rules = _parse(path, text, _toml_loads() if language == "TOML" else json.loads, language)
+    if not isinstance(rules, dict) or not rules:
+        raise UsageError(f"--schedule {path}: expected a non-empty mapping of pattern to alpha, "
+                         'such as {"layer4.*": 0, "*": 0.5}')
+    for pattern, alpha in rules.items():
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise UsageError(f"--schedule {path}: the value of {pattern!r} must be a number, got {alpha!r} "
+                             '(in TOML, quote patterns that contain dots: "layer1.0.conv1" = 0)')
+    return rules
+
+
+def _parse(path: Path, text: str, loads: Any, language: str) -> Any:
+    try:
+        return loads(text)
+    except ValueError as error:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise UsageError(f"--schedule {path}: not valid {language} ({error})") from error
+
+
+def _toml_loads() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+        return tomllib.loads
+    try:
+        import tomli
+    except ImportError:
+        raise UsageError("TOML schedules need Python 3.11 or the tomli package; use a .json schedule") from None
+    return tomli.loads

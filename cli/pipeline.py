@@ -1,0 +1,99 @@
+"""The command's work, step by step: load the model, convert, verify, save, export."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import torch
+
+import octify
+from octify.capture.capture import FIXED_SHAPES
+from octify.export import FORMATS, export, save_code
+
+from .checks import Comparison, compare_outputs
+from .console import Console
+from .errors import CommandError, UsageError, describe
+from .leaves import resolve_leaves
+from .models import load_model
+from .options import Request, model_name
+
+MODULE_FILE = "model.pt"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class Outcome:
+    report: str  # in the requested format
+    has_octave_layers: bool  # whether any layer now computes with a low-frequency branch
+    written: List[str] = field(default_factory=list)  # names in the output directory
+    comparison: Optional[Comparison] = None
+
+
+def run(request: Request, folder: Path, console: Console) -> Outcome:
+    """Convert the requested model and write every output into ``folder``."""
+    schedule = _schedule(request)
+    name = model_name(request.model)
+    with console.step("loading the model"):
+        model = load_model(request.model)
+    leaves = resolve_leaves(model, request.leaves)
+    with console.step("converting"):
+        try:
+            conversion = octify.convert(model, schedule, input_shape=request.input_shape, leaf_modules=leaves)
+        except octify.ConversionError as error:
+            raise CommandError(f"cannot convert {name}: {error}") from error
+    if FIXED_SHAPES in conversion.capture_method:
+        console.warning(conversion.capture_method)
+    layers = conversion.report.converted.layers
+    outcome = Outcome(format_report(conversion.report, request.report_format),
+                      any(layer.alpha_in or layer.alpha_out for layer in layers))
+    if request.verify:
+        with console.step("verifying"):
+            example = torch.randn_like(conversion.example_inputs[0])
+            outcome.comparison = compare_outputs(model, conversion.module, example)
+    with console.step("saving"):
+        outcome.written = save(conversion, folder, name)
+    for format_name in request.exports:
+        file_name = FORMATS[format_name][0]
+        with console.step(f"exporting to {format_name}"):
+            try:
+                export(conversion.module, conversion.example_inputs, format_name, folder / file_name)
+            except Exception as error:
+                raise CommandError(f"export to {format_name} failed: {describe(error)}") from error
+        outcome.written.append(file_name)
+    return outcome
+
+
+def save(conversion: octify.Conversion, folder: Path, name: str) -> List[str]:
+    """The module (``torch.save``), its code as a package, and the report as JSON; returns the names written."""
+    package = code_package_name(name)
+    torch.save(conversion.module, folder / MODULE_FILE)
+    save_code(conversion.module, folder / package, class_name(conversion.module))
+    (folder / REPORT_FILE).write_text(conversion.report.to_json() + "\n", encoding="utf-8")
+    return [MODULE_FILE, f"{package}/", REPORT_FILE]
+
+
+def format_report(report: octify.Report, report_format: str) -> str:
+    return {"table": str, "json": octify.Report.to_json, "markdown": octify.Report.to_markdown,
+            "csv": octify.Report.to_csv}[report_format](report)
+
+
+def code_package_name(name: str) -> str:
+    """An importable package name for the saved code: ``resnet18`` -> ``resnet18_octave``."""
+    cleaned = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "model"
+    return f"{'m_' if cleaned[0].isdigit() else ''}{cleaned}_octave"
+
+
+def class_name(module: torch.nn.Module) -> str:
+    """The saved code's class: the original's class name with ``Octave`` appended (``ResNetOctave``)."""
+    return f"{type(module).__name__}Octave"
+
+
+def _schedule(request: Request) -> Union[float, Dict[str, float]]:
+    alpha: Union[float, Dict[str, float]] = request.schedule if request.schedule is not None \
+        else 0.5 if request.alpha is None else request.alpha
+    try:
+        octify.Schedule(alpha)
+    except ValueError as error:
+        raise UsageError(f"--{'schedule' if request.schedule is not None else 'alpha'}: {error}") from error
+    return alpha
