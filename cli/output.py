@@ -24,7 +24,8 @@ def check_target(target: Path, replace: bool) -> None:
     """UsageError unless ``target`` can be created, or replaced when ``replace``."""
     if not (target.exists() or target.is_symlink()):
         if not target.parent.is_dir():
-            raise UsageError(f"cannot write {target}: {target.parent} is not a directory")
+            problem = "is not a directory" if target.parent.exists() else "does not exist"
+            raise UsageError(f"cannot write {target}: {target.parent} {problem}")
         return
     if not replace:
         raise UsageError(f"{target} already exists; pass --force to replace it")

@@ -297,6 +297,7 @@ BAD_INPUT = {
     "shape-rejected": (["net.py", "--input-shape", "1,1,32,32"], 1,
                        ["cannot convert net: the model rejects an input of shape (1, 1, 32, 32)"]),
     "output-under-a-file": (["net.py", "-o", "net.py/out"], 2, ["cannot write net.py/out: net.py is not a directory"]),
+    "output-parent-missing": (["net.py", "-o", "nowhere/out"], 2, ["cannot write nowhere/out: nowhere does not exist"]),
     "unknown-format": (["net.py", "--format", "xml"], 2, ["'--format': 'xml' is not one of"]),
     "unknown-export": (["net.py", "--export", "onnx,tflite"], 2, ["--export 'tflite': choose from onnx"]),
     "unknown-leaf": (["net.py", "--leaf", "blok", *SMALL], 2, ["--leaf 'blok'", "did you mean block"]),
