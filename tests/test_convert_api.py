@@ -23,19 +23,42 @@ def resnet18():
     return torchvision.models.resnet18(weights=None).eval()
 
 
-def test_defaults_follow_the_paper(resnet18):
-    conversion = octify.convert(resnet18, 0.5)
+def test_defaults_follow_the_paper():
+    conversion = octify.convert(torchvision.models.resnet50(weights=None), 0.5)
     module = conversion.module
     assert type(module.get_submodule("conv1")) is nn.Conv2d  # the stem stays plain
-    first = module.get_submodule("layer1.0.conv1")
-    assert (first.alpha_in, first.alpha_out) == (0.0, 0.5)
+    for name in ("layer1.0.conv1", "layer1.0.downsample.0"):  # the first octave layers read a plain map
+        layer = module.get_submodule(name)
+        assert (layer.alpha_in, layer.alpha_out) == (0.0, 0.5)
     for name, layer in module.named_modules():  # the 7x7 stage is plain
         if name.startswith("layer4") and isinstance(layer, OctConv2d):
             assert layer.alpha_out == 0.0, name
-    last = module.get_submodule("layer4.0.conv1")
-    assert (last.alpha_in, last.alpha_out) == (0.5, 0.0)
+    for name in ("layer4.0.conv1", "layer4.0.downsample.0"):  # ... and is entered from octave maps
+        layer = module.get_submodule(name)
+        assert (layer.alpha_in, layer.alpha_out) == (0.5, 0.0)
     reasons = {note.name: note.reason for note in conversion.notes if note.kind == "plain"}
     assert "stem" in reasons["conv1"] and "7x7" in reasons["layer4.1.conv1"]
+
+
+def test_stem_output_joining_a_residual_stream_is_split(resnet18):
+    conversion = octify.convert(resnet18, 0.5)
+    assert type(conversion.module.get_submodule("conv1")) is nn.Conv2d
+    assert conversion.module.get_submodule("layer1.0.conv2").alpha_out == 0.5
+    assert any(note.kind == "split" and note.name == "split_conv1" for note in conversion.notes)
+
+
+def test_a_convolution_scheduled_plain_keeps_a_plain_output(resnet18):
+    conversion = octify.convert(resnet18, {"layer1.0.conv2": 0, "*": 0.5})
+    layer = conversion.module.get_submodule("layer1.0.conv2")
+    assert isinstance(layer, OctConv2d) and layer.alpha_out == 0.0
+    assert conversion.module.get_submodule("layer1.1.conv2").alpha_out == 0.5
+
+
+def test_differing_alphas_joined_by_an_add_are_explained(resnet18):
+    conversion = octify.convert(resnet18, {"layer1.1.conv2": 0.25, "*": 0.5})
+    assert conversion.module.get_submodule("layer1.1.conv2").alpha_out == 0.5
+    notes = [note for note in conversion.notes if note.kind == "schedule"]
+    assert notes and notes[0].name == "layer1.1.conv2" and "gives way" in notes[0].reason
 
 
 def test_pattern_schedule_first_match_wins(resnet18):

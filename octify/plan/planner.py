@@ -141,14 +141,11 @@ class Planner:
                      and not is_depthwise(self.modules[n.target])]
         if not producers:
             return None, ""
-        first = producers[0]
-        alpha, pattern = self.schedule.lookup(str(first.target))
-        if alpha == 0:
-            where = f"pattern {pattern!r}" if pattern else "no schedule pattern matches it"
-            return None, f"alpha 0 ({where})"
-        source = next(iter(feature_args(first)), None)
-        if self.plain_stem and source is not None and source.op == "placeholder":
-            return None, "stem: the first convolution on the network input keeps a plain output (plain_stem)"
+        willing = [n for n in producers if not self._plain_output_reason(n)]
+        if not willing:
+            return None, self._plain_output_reason(producers[0])
+        first = willing[0]
+        alpha, _ = self.schedule.lookup(str(first.target))
         useless = self._why_not_useful(group)
         if useless:
             return None, useless
@@ -158,7 +155,23 @@ class Planner:
         if n_low == 0 or n_low >= count:
             grouping = f" in whole groups of {unit}" if unit > 1 else ""
             return None, f"alpha {alpha:g} of {count} channels{grouping} leaves a branch empty"
+        for other in willing[1:]:
+            other_alpha, pattern = self.schedule.lookup(str(other.target))
+            if other_alpha != alpha:
+                self.notes.append(Note(str(other.target), "schedule",
+                                       f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
+                                       f"is added to that of {first.target}, and both must split alike"))
         return ChannelSplit.trailing(count, n_low), ""
+
+    def _plain_output_reason(self, conv_node: fx.Node) -> str:
+        """Why the schedule or the defaults keep this convolution's own output plain ('' if they do not)."""
+        alpha, pattern = self.schedule.lookup(str(conv_node.target))
+        if alpha == 0:
+            return f"alpha 0 ({f'pattern {pattern!r}' if pattern else 'no schedule pattern matches it'})"
+        source = next(iter(feature_args(conv_node)), None)
+        if self.plain_stem and source is not None and source.op == "placeholder":
+            return "stem: the first convolution on the network input keeps a plain output (plain_stem)"
+        return ""
 
     def _concat_split(self, concats: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, str]:
         derived = set()
@@ -212,6 +225,9 @@ class Planner:
             conv = self.modules[node.target]
             source = next(iter(feature_args(node)))
             in_split, out_split = layouts.get(source), layouts.get(node)
+            own_reason = "" if is_depthwise(conv) else self._plain_output_reason(node)
+            if own_reason:
+                out_split = None
             if in_split is not None and conv.groups > 1 and not is_depthwise(conv) and not (
                     in_split.is_trailing and in_split.n_low % (conv.in_channels // conv.groups) == 0):
                 in_split = None
@@ -219,7 +235,7 @@ class Planner:
                                        f"groups={conv.groups} need the low channels last in whole groups"))
             result[node] = (in_split, out_split)
             if out_split is None:
-                reason = reasons.get(self.classes.find(node), "")
+                reason = own_reason or reasons.get(self.classes.find(node), "")
                 self.notes.append(Note(str(node.target), "plain", reason or "its output joins a plain tensor"))
         return result
 
