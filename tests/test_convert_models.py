@@ -6,6 +6,7 @@ and train (forward and backward, at a small size the model accepts); a model wit
 convertible convolutions costs fewer multiply-accumulates than before. A model where no
 convolution converts gives the alpha 0 graph at every alpha, so that graph runs once.
 """
+import gc
 import warnings
 from collections.abc import Mapping
 
@@ -77,26 +78,29 @@ def test_model_converts_and_runs(name):
     odd_shapes = fake_shapes(model, odd_x)
     train_x = small_input(model)
 
-    plain = octify.convert(model, 0.0, example_inputs=(x,))
+    plain = octify.convert(model, 0.0, example_inputs=(x,)).module.eval()
     with torch.inference_mode():
-        torch.testing.assert_close(plain.module.eval()(x), reference, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(plain(x), reference, rtol=1e-5, atol=1e-5)
+    _train_step(plain, train_x)
+    plain_code = plain.code
+    del plain  # the largest models hold gigabytes of weights: keep one conversion alive at a time
 
     for alpha in ALPHAS:
         conversion = octify.convert(model, alpha, example_inputs=(x,))
-        converted = conversion.module.eval()
-        costs = conversion.report
-        if not octave_layers(converted):  # nothing converts: the same graph as alpha 0, already run
-            assert converted.code == plain.module.code
+        converted, costs = conversion.module.eval(), conversion.report
+        if not octave_layers(converted):  # nothing converts: the alpha 0 graph, already run
+            assert converted.code == plain_code
             assert costs.converted.macs == costs.original.macs
             assert conversion.notes, "a model left plain must say why"
-            continue
-        assert costs.converted.macs < costs.original.macs, conversion.explain()
-        with torch.inference_mode():
-            assert shapes(converted(x)) == shapes(reference)
-            if odd_shapes is not None:
-                assert shapes(converted(odd_x)) == odd_shapes
-        _train_step(conversion.module, train_x)
-    _train_step(plain.module, train_x)
+        else:
+            assert costs.converted.macs < costs.original.macs, conversion.explain()
+            with torch.inference_mode():
+                assert shapes(converted(x)) == shapes(reference)
+                if odd_shapes is not None:
+                    assert shapes(converted(odd_x)) == odd_shapes
+            _train_step(converted, train_x)
+        del conversion, converted
+        gc.collect()
 
 
 def _train_step(module, x):
@@ -108,3 +112,4 @@ def _train_step(module, x):
     assert grads, "no parameter received a gradient"
     assert all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+    module.zero_grad(set_to_none=True)
