@@ -54,7 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = _parse(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, "
-          f"input {args.size}x{args.size}, median of {args.repeats} alternating rounds", flush=True)
+          f"input {args.size}x{args.size}, median of {args.repeats} alternating rounds"
+          f"{', torch.compile' if args.compile else ''}", flush=True)
+    _warn_if_busy()
     rows = []
     for name in args.models:
         original = getattr(torchvision.models, name)(weights=None).eval()
@@ -73,11 +75,14 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
     sample = torch.randn(1, 3, args.size, args.size)
     with torch.no_grad():
         _check_same(fast_converted(sample), converted.eval()(sample), f"{name} alpha={alpha}")
+    runners = (fast_original, fast_converted)
+    if args.compile:
+        runners = tuple(torch.compile(module) for module in runners)
     row = Row(name, alpha, _mac_ratio(original, converted, sample))
     for batch in args.batches:
         x = torch.randn(batch, 3, args.size, args.size)
         with torch.inference_mode():
-            times = median_latencies({"original": lambda: fast_original(x), "converted": lambda: fast_converted(x)},
+            times = median_latencies({"original": lambda: runners[0](x), "converted": lambda: runners[1](x)},
                                      args.repeats)
         row.latency[batch] = (times["original"], times["converted"])
     if args.train and alpha in args.train_alphas:
@@ -147,6 +152,13 @@ def _line(row: Row) -> str:
     return "; ".join(parts)
 
 
+def _warn_if_busy() -> None:
+    """Other processes on the cores distort the ratios (the octave model runs more, smaller kernels)."""
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.1f} before starting; other processes are using "
+              "the cores and the ratios will be noisy", flush=True)
+
+
 def markdown_table(rows: List[Row], args: argparse.Namespace) -> str:
     """The results as a markdown table: ratios converted / original, milliseconds in brackets."""
     header = ["model", "alpha", "MACs"] + [f"latency, batch {b}" for b in args.batches]
@@ -183,6 +195,8 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training step")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory columns")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both optimized modules before timing (inductor; minutes per model)")
     parser.add_argument("--quick", action="store_true", help="resnet50 at alpha 0.5, fewer rounds")
     args = parser.parse_args(argv)
     if args.quick:

@@ -10,9 +10,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import octify
 from octify.capture import OctifyTracer
-from octify import Branchwise, OctBatchNorm2d, OctConv2d, upsample_to
-from octify.inference import (FusedOctConv2d, GroupedOctConv2d, add_upsampled_, fast_octconv, fold_conv_batchnorm,
-                              fold_octconv_batchnorm, for_inference, make_residual_adds_in_place)
+from octify import Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctSplit, upsample_to
+from octify.inference import (FusedOctConv2d, GroupedOctConv2d, PointwiseConv2d, add_upsampled_, fast_octconv,
+                              fold_conv_batchnorm, fold_conv_split_batchnorm, fold_octconv_batchnorm, for_inference,
+                              make_residual_adds_in_place)
+from octify.inference.kernels import conv2d
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
@@ -88,9 +90,16 @@ def test_fused_octconv_equals_reference(alpha, kernel, stride, dilation, size):
     assert_same(fused(x), conv(x))
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_fused_octconv_at_a_large_odd_non_square_size(stride):
-    conv = OctConv2d(8, 8, 3, stride, padding=1, alpha=0.5).eval()
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 2)])
+def test_fused_octconv_with_same_padding(kernel, dilation):
+    conv = OctConv2d(8, 8, kernel, padding="same", dilation=dilation, alpha=0.5).eval()
+    x = octave_input(conv, 2, 9, 7)
+    assert_same(fast_octconv(conv)(x), conv(x))
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (1, 1)])
+def test_fused_octconv_at_a_large_odd_non_square_size(kernel, stride):
+    conv = OctConv2d(8, 8, kernel, stride, padding=kernel // 2, alpha=0.5).eval()
     x = octave_input(conv, 1, 225, 199)
     assert_same(fast_octconv(conv)(x), conv(x))
 
@@ -129,6 +138,35 @@ def test_fused_octconv_has_the_reference_parameter_count():
     assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in conv.parameters())
 
 
+# -- 1x1 convolutions as matrix products -------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(1, 7, 7), (2, 15, 16), (1, 40, 40)])  # the last one keeps F.conv2d
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_conv2d_equals_conv2d(size, bias):
+    batch, height, width = size
+    conv = nn.Conv2d(24, 40, 1, bias=bias).to(memory_format=torch.channels_last)
+    x = channels_last(torch.randn(batch, 24, height, width))
+    layer = PointwiseConv2d.from_conv(conv)
+    assert layer.weight is conv.weight
+    y = layer(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, conv(x), **TOLERANCE)
+    torch.testing.assert_close(conv2d(x, conv.weight, conv.bias), conv(x), **TOLERANCE)
+
+
+def test_pointwise_conv2d_accepts_contiguous_and_unbatched_input():
+    conv = nn.Conv2d(6, 5, 1)
+    layer = PointwiseConv2d.from_conv(conv)
+    for x in (torch.randn(2, 6, 5, 5), torch.randn(6, 5, 5)):
+        torch.testing.assert_close(layer(x), conv(x), **TOLERANCE)
+
+
+@pytest.mark.parametrize("conv", [nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 1, stride=2), nn.Conv2d(4, 4, 1, groups=2),
+                                  nn.Conv2d(4, 4, 1, padding=1)])
+def test_pointwise_conv2d_only_takes_plain_1x1_convolutions(conv):
+    assert not PointwiseConv2d.supports(conv)
+
+
 # -- BatchNorm folding ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -157,6 +195,17 @@ def test_fold_octconv_with_plain_output_takes_a_plain_batchnorm():
     bn = randomize_batchnorms(nn.BatchNorm2d(10)).eval()
     x = octave_input(conv, 2, 7, 7)
     assert_same(fold_octconv_batchnorm(conv, bn)(x), bn(conv(x)))
+
+
+@pytest.mark.parametrize("split", [ChannelSplit.trailing(8, 3), ChannelSplit((True, False) * 4)])
+def test_fold_batchnorm_through_an_octave_split(split):
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    splitter = OctSplit(split)
+    bn = OctBatchNorm2d(8, split=split)
+    randomize_batchnorms(bn).eval()
+    x = torch.randn(2, 3, 9, 8)
+    expected = bn(splitter(conv(x)))
+    assert_same(splitter(fold_conv_split_batchnorm(conv, splitter, bn)(x)), expected)
 
 
 def test_fold_rejects_mismatched_batchnorm():

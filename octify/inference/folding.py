@@ -5,6 +5,8 @@ and ``shift = bias - mean * scale``; a convolution followed by it is the same co
 with each output channel's weights multiplied by ``scale`` and its bias ``bias * scale + shift``.
 An ``OctConv2d`` folds branch-wise: ``bn_h`` into the paths writing the high output, ``bn_l``
 into those writing the low output; each output channel's bias stays in exactly one path.
+A plain convolution whose output is split into octave branches before an ``OctBatchNorm2d``
+folds it too (channel by channel, through the split).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Dict, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..layers import OctBatchNorm2d, OctConv2d
+from ..layers import OctBatchNorm2d, OctConv2d, OctSplit
 
 AnyBatchNorm = Union[nn.BatchNorm2d, OctBatchNorm2d]
 
@@ -41,6 +43,24 @@ def fold_conv_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A copy of ``conv`` that computes ``bn(conv(x))`` in eval mode."""
     folded = copy.deepcopy(conv)
     _scale_rows(folded, *batchnorm_affine(bn), owns_bias=True)
+    return folded
+
+
+def fold_conv_split_batchnorm(conv: nn.Conv2d, split: OctSplit, bn: OctBatchNorm2d) -> nn.Conv2d:
+    """A copy of ``conv`` with ``bn(split(conv(x))) == split(folded(x))`` in eval mode.
+
+    A per-channel affine map commutes with picking channels and with 2x2 average pooling,
+    so the branch BatchNorms fold into the rows of the channels they normalize.
+    """
+    if (bn.bn_h.num_features, bn.bn_l.num_features) != (split.split.n_high, split.split.n_low):
+        raise ValueError(f"OctBatchNorm2d branches do not match {split.split!r}")
+    scale, shift = torch.empty(conv.out_channels), torch.empty(conv.out_channels)
+    for branch, channels in ((bn.bn_h, split.split.high_index), (bn.bn_l, split.split.low_index)):
+        index = torch.tensor(channels, dtype=torch.long)
+        branch_scale, branch_shift = batchnorm_affine(branch)
+        scale[index], shift[index] = branch_scale.cpu(), branch_shift.cpu()
+    folded = copy.deepcopy(conv)
+    _scale_rows(folded, scale.to(conv.weight.device), shift.to(conv.weight.device), owns_bias=True)
     return folded
 
 

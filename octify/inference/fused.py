@@ -22,12 +22,12 @@ from __future__ import annotations
 from typing import List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import OctConv2d
 from ..layers.resample import downsample
 from .grouped import GroupedOctConv2d
+from .kernels import conv2d
 from .resample import add_upsampled_
 
 OctaveTensor = Tuple[Tensor, Tensor]
@@ -107,13 +107,12 @@ class FusedOctConv2d(nn.Module):
         return self._forward_same_size(high, low)
 
     def _forward_same_size(self, high: Tensor, low: Optional[Tensor]) -> Union[Tensor, OctaveTensor]:
-        high_out = F.conv2d(high, self.high_weight, self.high_bias, 1, self.padding, self.dilation)
+        high_out = conv2d(high, self.high_weight, self.high_bias, self.padding, self.dilation)
         low_out = None
         if self.low_out:
-            low_out = F.conv2d(downsample(high), self.h2l_weight, self.h2l_bias, 1, self.low_padding,
-                               self.low_dilation)
+            low_out = conv2d(downsample(high), self.h2l_weight, self.h2l_bias, self.low_padding, self.low_dilation)
         if low is not None:
-            from_low = F.conv2d(low, self.low_input_weight, None, 1, self.low_padding, self.low_dilation)
+            from_low = conv2d(low, self.low_input_weight, None, self.low_padding, self.low_dilation)
             add_upsampled_(high_out, from_low[:, :self.high_out])
             if low_out is not None:
                 low_out.add_(from_low[:, self.high_out:])
@@ -121,11 +120,10 @@ class FusedOctConv2d(nn.Module):
 
     def _forward_strided(self, high: Tensor, low: Optional[Tensor]) -> Union[Tensor, OctaveTensor]:
         both = downsample(high) if low is None else torch.cat([downsample(high), low], 1)
-        high_out = F.conv2d(both, self.high_weight, self.high_bias, 1, self.padding, self.dilation)
+        high_out = conv2d(both, self.high_weight, self.high_bias, self.padding, self.dilation)
         if not self.low_out:
             return high_out
-        low_out = F.conv2d(downsample(both), self.low_weight, self.low_bias, 1, self.low_padding,
-                           self.low_dilation)
+        low_out = conv2d(downsample(both), self.low_weight, self.low_bias, self.low_padding, self.low_dilation)
         return high_out, low_out
 
     def extra_repr(self) -> str:

@@ -3,9 +3,11 @@
 Steps, each exact up to float32 rounding:
 
 1. copy the model and put it in eval mode (the input is never modified);
-2. find every convolution whose only consumer is a BatchNorm (from the model's graph: its
-   own if it is a ``GraphModule``, else a torch.fx trace) and fold the BatchNorm into it;
-3. swap every ``OctConv2d`` for :func:`fast_octconv` of it;
+2. find every convolution whose only consumer is a BatchNorm, directly or through an
+   ``OctSplit`` (from the model's graph: its own if it is a ``GraphModule``, else a
+   torch.fx trace), and fold the BatchNorm into it;
+3. swap every ``OctConv2d`` for :func:`fast_octconv` of it, and 1x1 convolutions for
+   :class:`PointwiseConv2d` (a matrix product on small maps);
 4. turn residual adds on fresh convolution outputs into in-place adds (octave or plain);
 5. store 4-d weights channels-last, so convolutions run and produce channels-last maps;
 6. freeze the parameters (``requires_grad=False``).
@@ -23,11 +25,12 @@ from torch import fx, nn
 
 from .. import ops
 from ..capture.tracer import OctifyTracer
-from ..layers import OctBatchNorm2d, OctConv2d
-from .folding import can_fold, fold_conv_batchnorm, fold_octconv_batchnorm
+from ..layers import OctBatchNorm2d, OctConv2d, OctSplit
+from .folding import can_fold, fold_conv_batchnorm, fold_conv_split_batchnorm, fold_octconv_batchnorm
 from .fused import FusedOctConv2d, fast_octconv
 from .grouped import GroupedOctConv2d
 from .inplace import add_into, octave_add_into
+from .kernels import PointwiseConv2d
 
 CONVOLUTIONS = (nn.Conv2d, OctConv2d)
 BATCHNORMS = (nn.BatchNorm2d, OctBatchNorm2d)
@@ -40,7 +43,7 @@ def for_inference(module: nn.Module) -> nn.Module:
     graph_module = model if isinstance(model, fx.GraphModule) else _trace(model)
     if graph_module is not None:
         fold_batchnorms(model, graph_module.graph)
-    _replace_modules(model, lambda m: fast_octconv(m) if isinstance(m, OctConv2d) else None)
+    _replace_modules(model, _faster_module)
     if isinstance(model, fx.GraphModule):
         _drop_identity_calls(model)
         make_residual_adds_in_place(model)
@@ -49,8 +52,16 @@ def for_inference(module: nn.Module) -> nn.Module:
     return model
 
 
+def _faster_module(module: nn.Module) -> Optional[nn.Module]:
+    """The faster equivalent of an octave or 1x1 convolution, None for any other module."""
+    faster = fast_octconv(module) if isinstance(module, OctConv2d) else module
+    if PointwiseConv2d.supports(faster):
+        faster = PointwiseConv2d.from_conv(faster)
+    return faster if faster is not module else None
+
+
 def fold_batchnorms(model: nn.Module, graph: fx.Graph) -> List[Tuple[str, str]]:
-    """Fold each BatchNorm that only follows a convolution into it, in ``model``'s tree.
+    """Fold each BatchNorm that only follows a convolution (possibly through an ``OctSplit``) into it.
 
     ``graph`` is ``model``'s graph (names of ``call_module`` nodes are paths in ``model``).
     The folded convolution replaces the original and the BatchNorm becomes ``nn.Identity``.
@@ -58,12 +69,18 @@ def fold_batchnorms(model: nn.Module, graph: fx.Graph) -> List[Tuple[str, str]]:
     """
     calls = _module_call_counts(graph)
     folded = []
-    for conv_name, bn_name in _conv_bn_pairs(model, graph):
-        if calls[conv_name] != 1 or calls[bn_name] != 1:
+    for chain in _foldable_chains(model, graph):
+        if any(calls[name] != 1 for name in chain):
             continue  # a module called twice cannot be changed for one of its calls
+        conv_name, bn_name = chain[0], chain[-1]
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        fold = fold_conv_batchnorm if type(conv) is nn.Conv2d else fold_octconv_batchnorm
-        _set_submodule(model, conv_name, fold(conv, bn))
+        if len(chain) == 3:
+            new_conv = fold_conv_split_batchnorm(conv, model.get_submodule(chain[1]), bn)
+        elif type(conv) is nn.Conv2d:
+            new_conv = fold_conv_batchnorm(conv, bn)
+        else:
+            new_conv = fold_octconv_batchnorm(conv, bn)
+        _set_submodule(model, conv_name, new_conv)
         _set_submodule(model, bn_name, nn.Identity())
         folded.append((conv_name, bn_name))
     return folded
@@ -111,19 +128,40 @@ def _trace(model: nn.Module) -> Optional[fx.GraphModule]:
         return None
 
 
-def _conv_bn_pairs(model: nn.Module, graph: fx.Graph) -> Iterator[Tuple[str, str]]:
+def _foldable_chains(model: nn.Module, graph: fx.Graph) -> Iterator[Tuple[str, ...]]:
+    """Names ``(conv, bn)`` or ``(conv, split, bn)`` of module calls that feed only each other."""
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), BATCHNORMS):
+        if not (_is_module_call(model, node, BATCHNORMS) and can_fold(model.get_submodule(node.target))):
             continue
-        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
-        if not (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1):
+        chain = [node]
+        source = _only_input(node)
+        if _is_module_call(model, source, (OctSplit,)) and len(source.users) == 1:
+            chain.insert(0, source)
+            source = _only_input(source)
+        if not (_is_module_call(model, source, CONVOLUTIONS) and len(source.users) == 1):
             continue
-        conv, bn = model.get_submodule(source.target), model.get_submodule(node.target)
-        if isinstance(conv, CONVOLUTIONS) and can_fold(bn) and _matches(conv, bn):
-            yield str(source.target), str(node.target)
+        names = tuple(str(n.target) for n in [source] + chain)
+        modules = [model.get_submodule(name) for name in names]
+        if _matches(*modules):
+            yield names
 
 
-def _matches(conv: nn.Module, bn: nn.Module) -> bool:
+def _is_module_call(model: nn.Module, node: object, kinds: Tuple[type, ...]) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_module"
+            and isinstance(model.get_submodule(node.target), kinds))
+
+
+def _only_input(node: fx.Node) -> Optional[fx.Node]:
+    return node.args[0] if len(node.args) == 1 and not node.kwargs else None
+
+
+def _matches(conv: nn.Module, *rest: nn.Module) -> bool:
+    """Whether the BatchNorm (after an optional split) has the convolution's output channels."""
+    bn = rest[-1]
+    if len(rest) == 2:
+        split = rest[0].split
+        return (type(conv) is nn.Conv2d and isinstance(bn, OctBatchNorm2d) and split.channels == conv.out_channels
+                and (bn.bn_h.num_features, bn.bn_l.num_features) == (split.n_high, split.n_low))
     if type(conv) is nn.Conv2d:
         return type(bn) is nn.BatchNorm2d and bn.num_features == conv.out_channels
     if isinstance(bn, OctBatchNorm2d):
