@@ -3,7 +3,8 @@
 For each model: alpha 0 reproduces it exactly; alpha 0.25 / 0.5 / 0.75 convert, run in eval
 mode at 224x224 and at an odd size the model accepts, keep output structure and shapes,
 and train (forward and backward, at a small size the model accepts); a model with
-convertible convolutions costs fewer multiply-accumulates than before. A model where no
+convertible convolutions costs fewer multiply-accumulates than before, and the report's
+counts of both models agree with FlopCounterMode within 1%. A model where no
 convolution converts gives the alpha 0 graph at every alpha, so that graph runs once.
 """
 import gc
@@ -14,6 +15,8 @@ import pytest
 import torch
 import torchvision
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 from torch.utils._pytree import tree_flatten
 
 import octify
@@ -60,6 +63,21 @@ def small_input(model):
     return torch.randn(1, 3, *SIZE)
 
 
+def run_counting_macs(module, x):
+    """The output, and the multiply-accumulates FlopCounterMode measures (FLOPs / 2).
+
+    Attention runs unfused: FlopCounterMode does not see inside the fused kernels.
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.inference_mode():
+            output = module(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return output, counter.get_total_flops() // 2
+
+
 def octave_layers(module):
     return [m for m in module.modules() if isinstance(m, OctConv2d) and not m.is_plain]
 
@@ -73,8 +91,7 @@ def test_model_converts_and_runs(name):
     torch.manual_seed(0)
     model = build(name).eval()
     x, odd_x = torch.randn(1, 3, *SIZE), torch.randn(1, 3, *ODD_SIZE)
-    with torch.inference_mode():
-        reference = model(x)
+    reference, measured_macs = run_counting_macs(model, x)
     odd_shapes = fake_shapes(model, odd_x)
     train_x = small_input(model)
 
@@ -88,14 +105,17 @@ def test_model_converts_and_runs(name):
     for alpha in ALPHAS:
         conversion = octify.convert(model, alpha, example_inputs=(x,))
         converted, costs = conversion.module.eval(), conversion.report
+        assert costs.original.macs == pytest.approx(measured_macs, rel=0.01)
         if not octave_layers(converted):  # nothing converts: the alpha 0 graph, already run
             assert converted.code == plain_code
             assert costs.converted.macs == costs.original.macs
             assert conversion.notes, "a model left plain must say why"
         else:
             assert costs.converted.macs < costs.original.macs, conversion.explain()
+            output, converted_macs = run_counting_macs(converted, x)
+            assert costs.converted.macs == pytest.approx(converted_macs, rel=0.01)
+            assert shapes(output) == shapes(reference)
             with torch.inference_mode():
-                assert shapes(converted(x)) == shapes(reference)
                 if odd_shapes is not None:
                     assert shapes(converted(odd_x)) == odd_shapes
             _train_step(converted, train_x)
