@@ -201,3 +201,12 @@ def test_converted_model_explains_little_change():
         conversion = octify.convert(model, 0.5)
     assert not octave_names(conversion.module)
     assert "conv_proj" in conversion.explain()
+
+
+@pytest.mark.parametrize("alpha, paper_gmacs", [(0.125, 3.6), (0.25, 3.1), (0.5, 2.4), (0.75, 1.9)])
+def test_resnet50_reproduces_the_papers_table_2(alpha, paper_gmacs):
+    report = octify.convert(torchvision.models.resnet50(weights=None), alpha).report
+    assert report.original.macs == pytest.approx(4.09e9, rel=0.005)
+    assert report.converted.macs / 1e9 == pytest.approx(paper_gmacs, rel=0.03)
+    if alpha == 0.5:  # the published hand-converted Oct-ResNet-50
+        assert report.converted.macs / 1e9 == pytest.approx(2.367, rel=0.001)
