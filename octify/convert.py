@@ -11,7 +11,6 @@ from torch import fx, nn
 from . import rules  # noqa: F401  (registers the op rules)
 from .capture import capture
 from .capture.tracer import LeafSpec
-from .errors import ConversionError
 from .notes import Note
 from .plan import Schedule, make_plan
 from .plan.schedule import ScheduleLike

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch import fx, nn
+
+from .capture.capture import eval_mode
 
 PathLike = Union[str, Path]
 Inputs = Sequence[torch.Tensor]
@@ -93,18 +94,6 @@ def _global_imports(module: fx.GraphModule) -> List[str]:
             raise ValueError(f"the graph calls {origin}.{qualified}, which cannot be imported by name")
         lines.append(f"from {origin} import {qualified} as {name}")
     return lines
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """``module`` in eval mode for the duration, then each submodule's own mode back."""
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 __all__ = ["FORMATS", "eval_mode", "export", "export_onnx", "export_program", "export_torchscript", "save_code"]

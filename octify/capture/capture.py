@@ -63,7 +63,7 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
                 check_model_accepts(model, example_inputs)
                 input_checked = True
             try:
-                with _eval_mode(model):
+                with eval_mode(model):
                     module, method = trace(model, FixedShapeTracer(example_inputs, leaves)), FIXED_SHAPES
             except Exception as error:
                 where = getattr(error, "octify_module", "")
@@ -89,7 +89,7 @@ def check_model_accepts(model: nn.Module, example_inputs: Tuple[torch.Tensor, ..
     except Exception:
         pass
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*example_inputs)
     except Exception as error:
         raise _rejection(example_inputs, error) from error
@@ -109,7 +109,7 @@ def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tens
     except Exception:
         pass
     try:
-        with _eval_mode(module), torch.no_grad():
+        with eval_mode(module), torch.no_grad():
             _MetaRecorder(module).run(*example_inputs)
     except Exception as error:
         raise _rejection(example_inputs, error) from error
@@ -134,7 +134,7 @@ def _run_fake(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> Non
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode for the duration (no running-statistics updates), then each module's own mode back."""
     modes = {m: m.training for m in model.modules()}
     model.eval()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from .. import ops
 from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
 from ..plan.facts import feature_args
 from .registry import PER_BRANCH, Rule, register
+
+if TYPE_CHECKING:
+    from ..rewrite.context import RewriteContext
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
                nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Mish, nn.Identity)

@@ -1,7 +1,7 @@
 """Channel concat of octave (and plain) tensors: highs together, lows together."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 from torch import fx, nn
@@ -9,6 +9,9 @@ from torch import fx, nn
 from .. import ops
 from ..plan.facts import feature_shape, spatial
 from .registry import CAT, Rule, register
+
+if TYPE_CHECKING:
+    from ..rewrite.context import RewriteContext
 
 
 def _parts_and_dim(node: fx.Node):

@@ -1,7 +1,7 @@
 """nn.Conv2d (exact type) becomes OctConv2d, weights sliced from the original."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 from torch import fx, nn
 
@@ -9,6 +9,9 @@ from ..layers import ChannelSplit, OctConv2d
 from ..layers.octconv import geometry_problem
 from ..plan.facts import feature_args, feature_shape
 from .registry import CONV, Rule, register
+
+if TYPE_CHECKING:
+    from ..rewrite.context import RewriteContext
 
 
 def check_conv(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 import torch
 from torch import fx, nn
@@ -11,6 +11,9 @@ from .. import ops
 from ..layers import ChannelSplitter
 from ..plan.facts import broadcasts_to_both, feature_shape, is_per_channel, value_of
 from .registry import ELEMENTWISE, Rule, register
+
+if TYPE_CHECKING:
+    from ..rewrite.context import RewriteContext
 
 OPERATORS: Dict[Any, Callable[[Any, Any], Any]] = {
     operator.add: ops.add, operator.iadd: ops.add, torch.add: ops.add,

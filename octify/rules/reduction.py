@@ -1,7 +1,7 @@
 """Ops that read an octave tensor without needing it merged: global average pooling and size queries."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,9 @@ from .. import ops
 from ..layers import OctGlobalAvgPool
 from ..plan.facts import feature_shape
 from .registry import GLOBAL_POOL, SHAPE, Rule, register
+
+if TYPE_CHECKING:
+    from ..rewrite.context import RewriteContext
 
 SPATIAL_DIMS = ({2, 3}, {-1, -2})
 
