@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from memory import peak_activation_bytes  # noqa: E402
-from timing import median_latencies  # noqa: E402
+from timing import cpu_busy_fraction, median_latencies, wait_until_idle  # noqa: E402
 
 import octify  # noqa: E402
 
@@ -80,12 +80,14 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
         runners = tuple(torch.compile(module) for module in runners)
     row = Row(name, alpha, _mac_ratio(original, converted, sample))
     for batch in args.batches:
+        wait_until_idle(args.wait_idle)
         x = torch.randn(batch, 3, args.size, args.size)
         with torch.inference_mode():
             times = median_latencies({"original": lambda: runners[0](x), "converted": lambda: runners[1](x)},
                                      args.repeats)
         row.latency[batch] = (times["original"], times["converted"])
     if args.train and alpha in args.train_alphas:
+        wait_until_idle(args.wait_idle)
         row.train = _training_step_times(original, converted, args)
     if args.memory:
         estimate = _estimated_peak(fast_converted, sample)
@@ -154,9 +156,10 @@ def _line(row: Row) -> str:
 
 def _warn_if_busy() -> None:
     """Other processes on the cores distort the ratios (the octave model runs more, smaller kernels)."""
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
-        print(f"warning: load average {os.getloadavg()[0]:.1f} before starting; other processes are using "
-              "the cores and the ratios will be noisy", flush=True)
+    busy = cpu_busy_fraction()
+    if busy is not None and busy > 0.1:
+        print(f"warning: the CPUs were {busy:.0%} busy before starting; other processes are using the cores "
+              "and the ratios will be noisy", flush=True)
 
 
 def markdown_table(rows: List[Row], args: argparse.Namespace) -> str:
@@ -195,6 +198,8 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training step")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory columns")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each measurement, wait up to this long for the CPUs to be idle")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both optimized modules before timing (inductor; minutes per model)")
     parser.add_argument("--quick", action="store_true", help="resnet50 at alpha 0.5, fewer rounds")

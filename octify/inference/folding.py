@@ -54,11 +54,11 @@ def fold_conv_split_batchnorm(conv: nn.Conv2d, split: OctSplit, bn: OctBatchNorm
     """
     if (bn.bn_h.num_features, bn.bn_l.num_features) != (split.split.n_high, split.split.n_low):
         raise ValueError(f"OctBatchNorm2d branches do not match {split.split!r}")
-    scale, shift = torch.empty(conv.out_channels), torch.empty(conv.out_channels)
-    for branch, channels in ((bn.bn_h, split.split.high_index), (bn.bn_l, split.split.low_index)):
-        index = torch.tensor(channels, dtype=torch.long)
-        branch_scale, branch_shift = batchnorm_affine(branch)
-        scale[index], shift[index] = branch_scale.cpu(), branch_shift.cpu()
+    (scale_h, shift_h), (scale_l, shift_l) = batchnorm_affine(bn.bn_h), batchnorm_affine(bn.bn_l)
+    branch_scale, branch_shift = torch.cat([scale_h, scale_l]), torch.cat([shift_h, shift_l])
+    channels = torch.tensor(split.split.high_index + split.split.low_index, device=branch_scale.device)
+    scale, shift = torch.empty_like(branch_scale), torch.empty_like(branch_shift)
+    scale[channels], shift[channels] = branch_scale, branch_shift  # back to the original channel order
     folded = copy.deepcopy(conv)
     _scale_rows(folded, scale.to(conv.weight.device), shift.to(conv.weight.device), owns_bias=True)
     return folded

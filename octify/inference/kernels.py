@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -28,11 +27,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding: Union[str
 
 def pointwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """A 1x1 convolution as one matrix product over the pixels; channels-last in, channels-last out."""
-    batch, channels, height, width = x.shape
-    rows = x.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # a view when channels-last
-    matrix = weight.reshape(weight.shape[0], channels).t()
-    out = torch.mm(rows, matrix) if bias is None else torch.addmm(bias, rows, matrix)
-    return out.view(batch, height, width, -1).permute(0, 3, 1, 2)
+    pixels = x.permute(0, 2, 3, 1)  # [N, H, W, C]: contiguous when x is channels-last
+    return F.linear(pixels, weight.view(weight.shape[0], -1), bias).permute(0, 3, 1, 2)
 
 
 class PointwiseConv2d(nn.Conv2d):

@@ -15,7 +15,8 @@ def add_upsampled_(high: Tensor, low: Tensor) -> Tensor:
     height, width = high.shape[-2:]
     rows, cols = height // 2, width // 2  # whole 2x2 blocks
     if not (height % 2 or width % 2):  # the common case, with as few view operations as possible
-        _blocks(high, rows, cols).add_(low.unsqueeze(-1).unsqueeze(-3))
+        batch, channels = high.shape[:2]
+        high.view(batch, channels, rows, 2, cols, 2).add_(low.view(batch, channels, rows, 1, cols, 1))
         return high
     _blocks(high[..., :2 * rows, :2 * cols], rows, cols).add_(low[..., :rows, None, :cols, None])
     if height % 2:
