@@ -1,13 +1,14 @@
 """Wall-clock latency of octave conversions against their original models, on this machine.
 
-    python benchmarks/benchmark.py            # the full table (several minutes on 2 cores)
-    python benchmarks/benchmark.py --quick    # resnet50 at alpha 0.5 only
+    python benchmarks/benchmark.py                 # the full table (about ten minutes on 2 cores)
+    python benchmarks/benchmark.py --quick         # resnet50 at alpha 0.5 only
+    python benchmarks/benchmark.py --processes 3   # each model in 3 fresh processes, medians
 
 For every model and alpha: the original (torchvision, ``weights=None``) and
 ``octify.convert(original, alpha).module``, both passed through ``octify.for_inference``
 (eval mode, BatchNorm folded, channels-last, octave layers fused), run alternately in one
-process on a 224x224 input; each latency is the median over ``--repeats`` rounds and the
-table shows converted / original. Also: one training step (forward, backward, SGD step)
+process on a 224x224 input; each latency is the median over ``--repeats`` rounds (and over
+``--processes`` fresh processes) and the table shows converted / original. Also: one training step (forward, backward, SGD step)
 of the unfused modules in train mode, the same way; and the peak bytes of live tensors
 during one inference pass (measured at the dispatcher) next to the cost report's estimate.
 """
@@ -15,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import json
 import os
+import statistics
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -36,6 +41,7 @@ ALPHAS = (0.25, 0.5, 0.75)
 BATCHES = (1, 8)
 TRAIN_BATCH = 8
 MiB = 2 ** 20
+ROW_PREFIX = "ROW "
 
 
 @dataclass
@@ -56,17 +62,48 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, "
           f"input {args.size}x{args.size}, median of {args.repeats} alternating rounds"
           f"{', torch.compile' if args.compile else ''}", flush=True)
-    _warn_if_busy()
+    if not args.json:
+        _warn_if_busy()
     rows = []
     for name in args.models:
-        original = getattr(torchvision.models, name)(weights=None).eval()
+        original = getattr(torchvision.models, name)(weights=None).eval() if args.processes == 1 else None
         for alpha in args.alphas:
-            converted = octify.convert(original, alpha, input_shape=(1, 3, args.size, args.size)).module
-            row = measure(name, alpha, original, converted, args)
+            if original is None:
+                row = measure_in_processes(name, alpha, args)
+            else:
+                converted = octify.convert(original, alpha, input_shape=(1, 3, args.size, args.size)).module
+                row = measure(name, alpha, original, converted, args)
             rows.append(row)
-            print(_line(row), flush=True)
-    print()
-    print(markdown_table(rows, args))
+            print(f"{ROW_PREFIX}{json.dumps(dataclasses.asdict(row))}" if args.json else _line(row), flush=True)
+    if not args.json:
+        print()
+        print(markdown_table(rows, args))
+
+
+def measure_in_processes(name: str, alpha: float, args: argparse.Namespace) -> Row:
+    """:func:`measure` in ``args.processes`` fresh processes; each latency is the median over them.
+
+    Run-to-run differences between processes (memory placement) can exceed those between
+    rounds in one process, so a single process can be unlucky for one of the two models.
+    """
+    command = [sys.executable, os.path.abspath(__file__), *args.argv, "--models", name, "--alphas", str(alpha),
+               "--repeats", str(args.repeats), "--train-repeats", str(args.train_repeats), "--json"]
+    rows = [_run_child(command) for _ in range(args.processes)]
+    merged = rows[0]
+    for batch in merged.latency:
+        merged.latency[batch] = tuple(statistics.median(row.latency[batch][i] for row in rows) for i in (0, 1))
+    if merged.train:
+        merged.train = tuple(statistics.median(row.train[i] for row in rows) for i in (0, 1))
+    return merged
+
+
+def _run_child(command: List[str]) -> Row:
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    fields = json.loads(next(line for line in output.splitlines() if line.startswith(ROW_PREFIX))[len(ROW_PREFIX):])
+    fields["latency"] = {int(batch): tuple(times) for batch, times in fields["latency"].items()}
+    for key in ("train", "memory"):
+        fields[key] = tuple(fields[key]) if fields[key] is not None else None
+    return Row(**fields)
 
 
 def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> Row:
@@ -90,7 +127,7 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
         wait_until_idle(args.wait_idle)
         row.train = _training_step_times(original, converted, args)
     if args.memory:
-        estimate = _estimated_peak(fast_converted, sample)
+        estimate = octify.cost(fast_converted, example_inputs=sample).peak_activation_bytes
         row.memory = (peak_activation_bytes(fast_original, sample), peak_activation_bytes(fast_converted, sample),
                       estimate)
     return row
@@ -124,17 +161,6 @@ def _mac_ratio(original: nn.Module, converted: nn.Module, sample: torch.Tensor) 
             module(sample)
         counts.append(counter.get_total_flops())
     return counts[1] / counts[0]
-
-
-def _estimated_peak(module: nn.Module, sample: torch.Tensor) -> Optional[int]:
-    """The cost report's peak live feature maps, when the report module is available."""
-    cost = getattr(octify, "cost", None)
-    if cost is None:
-        try:
-            from octify.report import cost
-        except ImportError:
-            return None
-    return cost(module, example_inputs=sample).peak_activation_bytes
 
 
 def _check_same(fast: torch.Tensor, reference: torch.Tensor, what: str) -> None:
@@ -180,7 +206,7 @@ def markdown_table(rows: List[Row], args: argparse.Namespace) -> str:
         if args.memory:
             original, converted, estimate = row.memory
             cells.append(f"{converted / original:.2f} ({original / MiB:.1f} → {converted / MiB:.1f} MiB)")
-            cells.append(f"{estimate / MiB:.1f} MiB" if estimate is not None else "n/a")
+            cells.append(f"{estimate / MiB:.1f} MiB")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -202,11 +228,26 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="before each measurement, wait up to this long for the CPUs to be idle")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both optimized modules before timing (inductor; minutes per model)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="repeat each model's measurements in this many fresh processes (medians)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one JSON row per line
     parser.add_argument("--quick", action="store_true", help="resnet50 at alpha 0.5, fewer rounds")
     args = parser.parse_args(argv)
+    args.argv = _options_for_children(sys.argv[1:] if argv is None else list(argv))
     if args.quick:
         args.models, args.alphas, args.repeats, args.train_repeats = ["resnet50"], [0.5], 7, 3
     return args
+
+
+def _options_for_children(argv: List[str]) -> List[str]:
+    """The command-line options without those a child process gets its own values for."""
+    options, skipping = [], False
+    for item in argv:
+        if item.startswith("--"):
+            skipping = item in ("--models", "--alphas", "--processes", "--quick")
+        if not skipping:
+            options.append(item)
+    return options
 
 
 if __name__ == "__main__":
