@@ -6,7 +6,9 @@
 
 For every model and alpha: the original (torchvision, ``weights=None``) and
 ``octify.convert(original, alpha).module``, both passed through ``octify.for_inference``
-(eval mode, BatchNorm folded, channels-last, octave layers fused), run alternately in one
+(eval mode, BatchNorm folded, channels-last, octave layers fused, residual adds and ReLUs
+joined to the pass before them; the original is traced to a graph first so that the same
+graph passes apply to it), run alternately in one
 process on a 224x224 input; each latency is the median over ``--repeats`` rounds (and over
 ``--processes`` fresh processes) and the table shows converted / original. Also: one training step (forward, backward, SGD step)
 of the unfused modules in train mode, the same way; and the peak bytes of live tensors
@@ -25,10 +27,18 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-import torch
-import torchvision
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+# One OpenMP thread per core for the whole run: unpinned, the two threads of a 2-core machine
+# sometimes share a core for a whole process, which slows small kernels by up to a fifth.
+# Set before torch loads its OpenMP runtime; the CPUs are remembered for child processes,
+# which would otherwise inherit this process's pinned main thread.
+CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+os.environ.setdefault("OMP_PROC_BIND", "close")
+os.environ.setdefault("OMP_PLACES", "threads")
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from memory import peak_activation_bytes  # noqa: E402
@@ -98,7 +108,7 @@ def measure_in_processes(name: str, alpha: float, args: argparse.Namespace) -> R
 
 
 def _run_child(command: List[str]) -> Row:
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(command, check=True, capture_output=True, text=True, preexec_fn=_use_all_cpus).stdout
     fields = json.loads(next(line for line in output.splitlines() if line.startswith(ROW_PREFIX))[len(ROW_PREFIX):])
     fields["latency"] = {int(batch): tuple(times) for batch, times in fields["latency"].items()}
     for key in ("train", "memory"):
@@ -106,9 +116,14 @@ def _run_child(command: List[str]) -> Row:
     return Row(**fields)
 
 
+def _use_all_cpus() -> None:
+    if CPUS is not None:
+        os.sched_setaffinity(0, CPUS)
+
+
 def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> Row:
     """Every measurement for one (model, alpha)."""
-    fast_original, fast_converted = octify.for_inference(original), octify.for_inference(converted)
+    fast_original, fast_converted = octify.for_inference(_as_graph(original)), octify.for_inference(converted)
     sample = torch.randn(1, 3, args.size, args.size)
     with torch.no_grad():
         _check_same(fast_converted(sample), converted.eval()(sample), f"{name} alpha={alpha}")
@@ -131,6 +146,15 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
         row.memory = (peak_activation_bytes(fast_original, sample), peak_activation_bytes(fast_converted, sample),
                       estimate)
     return row
+
+
+def _as_graph(model: nn.Module) -> nn.Module:
+    """``model`` as a torch.fx GraphModule when it traces, so for_inference's graph passes (in-place
+    residual adds, add + ReLU in one pass) apply to the original as they do to the converted model."""
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception:  # an untraceable model runs as it is
+        return model
 
 
 def _training_step_times(original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> tuple:

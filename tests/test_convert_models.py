@@ -4,7 +4,8 @@ For each model: alpha 0 reproduces it exactly; alpha 0.25 / 0.5 / 0.75 convert, 
 mode at 224x224 and at an odd size the model accepts, keep output structure and shapes,
 and train (forward and backward, at a small size the model accepts); a model with
 convertible convolutions costs fewer multiply-accumulates than before, and the report's
-counts of both models agree with FlopCounterMode within 1%. A model where no
+counts of both models agree with FlopCounterMode within 1%. At alpha 0.5,
+``octify.for_inference`` of the converted model gives its outputs to float32 rounding. A model where no
 convolution converts gives the alpha 0 graph at every alpha, so that graph runs once.
 """
 import gc
@@ -118,9 +119,23 @@ def test_model_converts_and_runs(name):
             with torch.inference_mode():
                 if odd_shapes is not None:
                     assert shapes(converted(odd_x)) == odd_shapes
+            if alpha == 0.5:
+                _check_for_inference(converted, x, output)
             _train_step(converted, train_x)
         del conversion, converted
         gc.collect()
+
+
+def _check_for_inference(module, x, expected):
+    """The optimized copy (BatchNorm folded, fused octave layers, epilogues) computes the same outputs."""
+    fast = octify.for_inference(module)
+    with torch.inference_mode():
+        actual = fast(x)
+    del fast
+    assert shapes(actual) == shapes(expected)
+    for got, want in zip(tree_flatten(actual)[0], tree_flatten(expected)[0]):
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * scale)
 
 
 def _train_step(module, x):

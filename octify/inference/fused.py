@@ -13,13 +13,15 @@ Re-arranging the weights once (at construction) removes most of that:
   weights side by side along the input channels, and the two writing the low output are
   one convolution over the pooled concatenation. Two convolutions.
 
-Each output channel's bias sits in the convolution that writes it first. The result
+Each output channel's bias sits in the convolution that writes it first. A residual
+(``forward``'s second argument) and a following ReLU (``relu``) are applied in the same
+in-place adds (see :mod:`.epilogue`). The result
 equals the reference to float32 rounding; only dense (``groups == 1``), zero-padded layers
 are fused; :func:`fast_octconv` picks the module for any layer.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 from ..layers import OctConv2d
 from ..layers.resample import downsample
 from .grouped import GroupedOctConv2d
+from .epilogue import accumulate_, add_then_relu, residual_fits
 from .kernels import conv2d
 from .resample import add_upsampled_
 
@@ -59,6 +62,7 @@ class FusedOctConv2d(nn.Module):
         self.high_out, self.low_out = conv.high_out, conv.low_out
         self.kernel_size, self.strided = conv.kernel_size, conv.stride[0] == 2
         self.padding, self.dilation = conv.h2h.padding, conv.h2h.dilation
+        self.relu = False  # set by for_inference when a ReLU follows (see .epilogue)
         paths = {path.name: path_conv for path, path_conv in conv.path_convs()}
         self.low_padding, self.low_dilation = _low_geometry(paths)
         high_bias, low_bias = _branch_bias(paths, "h2h", "l2h", conv.high_out), _branch_bias(
@@ -100,35 +104,56 @@ class FusedOctConv2d(nn.Module):
         return [(weight, low) for weight, low in pairs if weight is not None]
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, x: Union[Tensor, OctaveTensor]) -> Union[Tensor, OctaveTensor]:
+    def forward(self, x: Union[Tensor, OctaveTensor], residual: Optional[Union[Tensor, OctaveTensor]] = None
+                ) -> Union[Tensor, OctaveTensor]:
+        """The layer's output, plus ``residual`` if given, then a ReLU if ``self.relu``."""
         high, low = (x[0], x[1]) if self.low_in else (x, None)
         if self.strided:
-            return self._forward_strided(high, low)
-        return self._forward_same_size(high, low)
+            high_out, low_out, pending = self._convolve_strided(high, low)
+        else:
+            high_out, low_out, pending = self._convolve_same_size(high, low)
+        output = high_out if low_out is None else (high_out, low_out)
+        if residual is None or residual_fits(output, residual):
+            extra = () if residual is None else (residual,) if low_out is None else residual
+            return self._finish(high_out, low_out, pending, extra, self.relu)
+        return add_then_relu(self._finish(high_out, low_out, pending, (), False), residual, self.relu)
 
-    def _forward_same_size(self, high: Tensor, low: Optional[Tensor]) -> Union[Tensor, OctaveTensor]:
+    def _convolve_same_size(self, high: Tensor, low: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], tuple]:
+        """h2h, h2l, and [l2h; l2l] on the low input; the last is returned pending (not yet added)."""
         high_out = conv2d(high, self.high_weight, self.high_bias, self.padding, self.dilation)
         low_out = None
         if self.low_out:
             low_out = conv2d(downsample(high), self.h2l_weight, self.h2l_bias, self.low_padding, self.low_dilation)
-        if low is not None:
-            from_low = conv2d(low, self.low_input_weight, None, self.low_padding, self.low_dilation)
-            add_upsampled_(high_out, from_low[:, :self.high_out])
-            if low_out is not None:
-                low_out.add_(from_low[:, self.high_out:])
-        return high_out if low_out is None else (high_out, low_out)
+        if low is None:
+            return high_out, low_out, ()
+        from_low = conv2d(low, self.low_input_weight, None, self.low_padding, self.low_dilation)
+        return high_out, low_out, (from_low[:, :self.high_out], from_low[:, self.high_out:])
 
-    def _forward_strided(self, high: Tensor, low: Optional[Tensor]) -> Union[Tensor, OctaveTensor]:
+    def _convolve_strided(self, high: Tensor, low: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], tuple]:
         both = downsample(high) if low is None else torch.cat([downsample(high), low], 1)
         high_out = conv2d(both, self.high_weight, self.high_bias, self.padding, self.dilation)
         if not self.low_out:
+            return high_out, None, ()
+        return high_out, conv2d(downsample(both), self.low_weight, self.low_bias, self.low_padding,
+                                self.low_dilation), ()
+
+    @staticmethod
+    def _finish(high_out: Tensor, low_out: Optional[Tensor], pending: tuple, extra: Sequence[Tensor],
+                relu: bool) -> Union[Tensor, OctaveTensor]:
+        """Add the pending low-input paths and ``extra`` (one tensor per output branch), then ReLU."""
+        if pending:
+            accumulate_(high_out, extra[:1], False)
+            add_upsampled_(high_out, pending[0], relu)
+        else:
+            accumulate_(high_out, extra[:1], relu)
+        if low_out is None:
             return high_out
-        low_out = conv2d(downsample(both), self.low_weight, self.low_bias, self.low_padding, self.low_dilation)
-        return high_out, low_out
+        return high_out, accumulate_(low_out, (*extra[1:], *pending[1:]), relu)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={2 if self.strided else 1}, low=({self.low_in}, {self.low_out})")
+                f"stride={2 if self.strided else 1}, low=({self.low_in}, {self.low_out})"
+                f"{', relu=True' if self.relu else ''}")
 
 
 def _param(tensor: Optional[Tensor]) -> Optional[nn.Parameter]:

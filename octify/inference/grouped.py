@@ -2,16 +2,18 @@
 
 When ``alpha_in == alpha_out`` the groups split the same way on both sides, so only the
 h2h and l2l paths exist: the layer is one grouped convolution per branch (after pooling at
-stride 2). This module runs exactly those two, without the reference layer's bookkeeping.
+stride 2). This module runs exactly those two, without the reference layer's bookkeeping,
+and takes a residual and a ReLU like :class:`FusedOctConv2d`.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from torch import Tensor, nn
 
 from ..layers import OctConv2d
 from ..layers.resample import downsample
+from .epilogue import accumulate_, add_then_relu, residual_fits
 
 OctaveTensor = Tuple[Tensor, Tensor]
 
@@ -26,6 +28,7 @@ class GroupedOctConv2d(nn.Module):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.strided = conv.kernel_size, conv.stride[0] == 2
         self.high, self.low = conv.h2h, conv.l2l  # shared with ``conv``
+        self.relu = False  # set by for_inference when a ReLU follows (see .epilogue)
 
     @staticmethod
     def supports(conv: OctConv2d) -> bool:
@@ -35,12 +38,18 @@ class GroupedOctConv2d(nn.Module):
         """Each convolution's weight, and whether it runs at the low output resolution (else the high)."""
         return [(self.high.weight, False), (self.low.weight, True)]
 
-    def forward(self, x: OctaveTensor) -> OctaveTensor:
+    def forward(self, x: OctaveTensor, residual: Optional[OctaveTensor] = None) -> OctaveTensor:
+        """The layer's output, plus ``residual`` if given, then a ReLU if ``self.relu``."""
         high, low = x[0], x[1]
         if self.strided:
             high, low = downsample(high), downsample(low)
-        return self.high(high), self.low(low)
+        output = self.high(high), self.low(low)
+        if residual is None or residual_fits(output, residual):
+            extra = ((), ()) if residual is None else ((residual[0],), (residual[1],))
+            return accumulate_(output[0], extra[0], self.relu), accumulate_(output[1], extra[1], self.relu)
+        return add_then_relu(output, residual, self.relu)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={2 if self.strided else 1}, groups=({self.high.groups}, {self.low.groups})")
+                f"stride={2 if self.strided else 1}, groups=({self.high.groups}, {self.low.groups})"
+                f"{', relu=True' if self.relu else ''}")

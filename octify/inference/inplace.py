@@ -1,7 +1,8 @@
 """Adds that write into their first operand when it is a temporary nobody else reads.
 
 The graph pass in :mod:`octify.inference.optimize` calls these only where the first operand
-is a convolution's output with no other use, so writing into it is invisible. They fall
+is a convolution's output with no other use, so writing into it is invisible; the ``_relu``
+variants replace such an add followed by a ReLU (:mod:`octify.inference.fusion`). They fall
 back to a new tensor when the sum would not fit the operand (broadcasting, dtype promotion).
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Tuple
 from torch import Tensor
 
 from .. import ops
+from .epilogue import add_
 
 OctaveTensor = Tuple[Tensor, Tensor]
 
@@ -25,6 +27,21 @@ def octave_add_into(a: OctaveTensor, b: Any) -> OctaveTensor:
     if isinstance(b, tuple) and len(b) == 2 and _fits(a[0], b[0]) and _fits(a[1], b[1]):
         return a[0].add_(b[0]), a[1].add_(b[1])
     return ops.add(a, b)
+
+
+def add_relu_into(a: Tensor, b: Any) -> Tensor:
+    """``relu(a + b)``, in ``a``'s memory and one pass when the sum has ``a``'s shape and dtype."""
+    if isinstance(b, Tensor) and _fits(a, b):
+        return add_(a, b, relu=True)
+    return (a + b).relu_()
+
+
+def octave_add_relu_into(a: OctaveTensor, b: Any) -> OctaveTensor:
+    """``relu(octify.ops.add(a, b))`` branch by branch, in ``a``'s memory when it fits."""
+    if isinstance(b, tuple) and len(b) == 2 and _fits(a[0], b[0]) and _fits(a[1], b[1]):
+        return add_(a[0], b[0], relu=True), add_(a[1], b[1], relu=True)
+    high, low = ops.add(a, b)
+    return high.relu_(), low.relu_()
 
 
 def _fits(a: Tensor, b: Any) -> bool:

@@ -8,7 +8,8 @@ Steps, each exact up to float32 rounding:
    torch.fx trace), and fold the BatchNorm into it;
 3. swap every ``OctConv2d`` for :func:`fast_octconv` of it, and 1x1 convolutions for
    :class:`PointwiseConv2d` (a matrix product on small maps);
-4. turn residual adds on fresh convolution outputs into in-place adds (octave or plain);
+4. turn residual adds on fresh convolution outputs into in-place adds (octave or plain), and
+   move residual adds and ReLUs after a fast octave layer into it (:mod:`.fusion`);
 5. store 4-d weights channels-last, so convolutions run and produce channels-last maps;
 6. freeze the parameters (``requires_grad=False``).
 
@@ -28,6 +29,7 @@ from ..capture.tracer import OctifyTracer
 from ..layers import OctBatchNorm2d, OctConv2d, OctSplit
 from .folding import can_fold, fold_conv_batchnorm, fold_conv_split_batchnorm, fold_octconv_batchnorm
 from .fused import FusedOctConv2d, fast_octconv
+from .fusion import fuse_epilogues
 from .grouped import GroupedOctConv2d
 from .inplace import add_into, octave_add_into
 from .kernels import PointwiseConv2d
@@ -47,6 +49,7 @@ def for_inference(module: nn.Module) -> nn.Module:
     if isinstance(model, fx.GraphModule):
         _drop_identity_calls(model)
         make_residual_adds_in_place(model)
+        fuse_epilogues(model)
     model.to(memory_format=torch.channels_last)
     model.requires_grad_(False)
     return model
