@@ -8,6 +8,7 @@ import octify
 from octify import Branchwise, OctConv2d, upsample_to
 from octify.capture import OctifyTracer
 from octify.inference import FusedOctConv2d, GroupedOctConv2d, add_upsampled_, fast_octconv, for_inference, fuse_epilogues
+from octify.inference.epilogue import add_
 from octify.inference.inplace import add_relu_into, octave_add_relu_into
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -62,6 +63,11 @@ def test_add_relu_into_writes_into_its_first_operand_when_it_fits():
     small = torch.randn(1, 3, 1, 1)
     torch.testing.assert_close(add_relu_into(small, b), F.relu(small + b), rtol=0, atol=0)
     torch.testing.assert_close(add_relu_into(b.clone(), 0.5), F.relu(b + 0.5), rtol=0, atol=0)
+
+
+def test_add_and_relu_off_the_cpu_takes_two_passes():
+    target, other = torch.empty(2, 3, device="meta"), torch.empty(2, 3, device="meta")
+    assert add_(target, other, relu=True) is target  # the fused kernel exists for CPU only
 
 
 def test_octave_add_relu_into_falls_back_for_a_plain_operand():

@@ -27,8 +27,12 @@ def accumulate_(target: Tensor, others: Sequence[Tensor], relu: bool) -> Tensor:
 
 
 def add_(target: Tensor, other: Tensor, relu: bool = False) -> Tensor:
-    """``target += other``, then ReLU in the same pass when asked; returns ``target``."""
-    return torch.ops.aten._add_relu_(target, other) if relu else target.add_(other)
+    """``target += other``, then ReLU (in the same pass on CPU) when asked; returns ``target``."""
+    if not relu:
+        return target.add_(other)
+    if target.device.type == "cpu":
+        return torch.ops.aten._add_relu_(target, other)  # one fused kernel, CPU only
+    return target.add_(other).relu_()
 
 
 def add_then_relu(output: Union[Tensor, OctaveTensor], residual: Any, relu: bool) -> Union[Tensor, OctaveTensor]:
