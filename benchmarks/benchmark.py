@@ -129,6 +129,8 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
         _check_same(fast_converted(sample), converted.eval()(sample), f"{name} alpha={alpha}")
     runners = (fast_original, fast_converted)
     if args.compile:
+        from torch._inductor import config as inductor_config
+        inductor_config.freezing = True  # weights as constants: prepacked, folded into fused kernels
         runners = tuple(torch.compile(module) for module in runners)
     row = Row(name, alpha, _mac_ratio(original, converted, sample))
     for batch in args.batches:
@@ -251,7 +253,8 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="before each measurement, wait up to this long for the CPUs to be idle")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile both optimized modules before timing (inductor; minutes per model)")
+                        help="torch.compile both optimized modules before timing (inductor with frozen weights; "
+                             "minutes per model)")
     parser.add_argument("--processes", type=int, default=1,
                         help="repeat each model's measurements in this many fresh processes (medians)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one JSON row per line

@@ -15,29 +15,12 @@ from octify.inference import (FusedOctConv2d, GroupedOctConv2d, PointwiseConv2d,
                               fold_conv_batchnorm, fold_conv_split_batchnorm, fold_octconv_batchnorm, for_inference,
                               make_residual_adds_in_place)
 from octify.inference.kernels import conv2d
+from octave_helpers import TOLERANCE, assert_same, octave_input
 
-TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
 
 def channels_last(x):
     return x.contiguous(memory_format=torch.channels_last)
-
-
-def octave_input(conv, batch, height, width):
-    high = torch.randn(batch, conv.high_in, height, width)
-    if not conv.low_in:
-        return high
-    return high, torch.randn(batch, conv.low_in, (height + 1) // 2, (width + 1) // 2)
-
-
-def as_tuple(y):
-    return y if isinstance(y, tuple) else (y,)
-
-
-def assert_same(actual, expected):
-    for a, e in zip(as_tuple(actual), as_tuple(expected), strict=True):
-        assert a.shape == e.shape
-        torch.testing.assert_close(a, e, **TOLERANCE)
 
 
 def randomize_batchnorms(model):

@@ -10,26 +10,7 @@ from octify.capture import OctifyTracer
 from octify.inference import FusedOctConv2d, GroupedOctConv2d, add_upsampled_, fast_octconv, for_inference, fuse_epilogues
 from octify.inference.epilogue import add_
 from octify.inference.inplace import add_relu_into, octave_add_relu_into
-
-TOLERANCE = dict(rtol=1e-5, atol=1e-5)
-
-
-def as_tuple(y):
-    return y if isinstance(y, tuple) else (y,)
-
-
-def assert_same(actual, expected):
-    for a, e in zip(as_tuple(actual), as_tuple(expected), strict=True):
-        assert a.shape == e.shape
-        torch.testing.assert_close(a, e, **TOLERANCE)
-
-
-def octave_input(conv, batch, height, width):
-    high = torch.randn(batch, conv.high_in, height, width)
-    if not conv.low_in:
-        return high
-    return high, torch.randn(batch, conv.low_in, (height + 1) // 2, (width + 1) // 2)
-
+from octave_helpers import TOLERANCE, assert_same, octave_input
 
 def like(y):
     """A random residual with the shapes of ``y`` (a tensor or an octave pair)."""

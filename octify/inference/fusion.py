@@ -12,8 +12,6 @@ Only calls whose result has no other use change, so the values the graph compute
 from __future__ import annotations
 
 import operator
-from typing import Dict
-
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -21,6 +19,7 @@ from torch import fx, nn
 from .. import ops
 from ..layers import Branchwise
 from .fused import FusedOctConv2d
+from .graph import is_module_call, module_call_counts, only_user
 from .grouped import GroupedOctConv2d
 from .inplace import add_into, add_relu_into, octave_add_into, octave_add_relu_into
 
@@ -40,13 +39,13 @@ def fuse_epilogues(model: fx.GraphModule) -> int:
 
 
 def _into_octave_layers(model: fx.GraphModule) -> int:
-    calls = _call_counts(model.graph)
+    calls = module_call_counts(model.graph)
     removed = 0
     for node in list(model.graph.nodes):
-        if not (_calls(model, node, EPILOGUE_LAYERS) and calls[node.target] == 1 and len(node.args) == 1
+        if not (is_module_call(model, node, EPILOGUE_LAYERS) and calls[node.target] == 1 and len(node.args) == 1
                 and not node.kwargs):
             continue
-        user = _only_user(node)
+        user = only_user(node)
         if user is not None and _is_residual_add(user, node):
             residual = user.args[1] if user.args[0] is node else user.args[0]
             with model.graph.inserting_before(user):
@@ -54,7 +53,7 @@ def _into_octave_layers(model: fx.GraphModule) -> int:
             user.replace_all_uses_with(fused)
             model.graph.erase_node(user)
             model.graph.erase_node(node)
-            node, user, removed = fused, _only_user(fused), removed + 1
+            node, user, removed = fused, only_user(fused), removed + 1
         if user is not None and _is_relu(model, user):
             model.get_submodule(node.target).relu = True
             user.replace_all_uses_with(node)
@@ -67,7 +66,7 @@ def _into_adds(model: fx.GraphModule) -> int:
     removed = 0
     for node in list(model.graph.nodes):
         if node.op == "call_function" and node.target in ADD_RELU:
-            user = _only_user(node)
+            user = only_user(node)
             if user is not None and _is_relu(model, user):
                 node.target = ADD_RELU[node.target]
                 user.replace_all_uses_with(node)
@@ -102,19 +101,3 @@ def _is_relu(model: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_function" and node.target is ops.branchwise_method:
         return len(node.args) == 2 and node.args[0] in ("relu", "relu_")
     return False
-
-
-def _only_user(node: fx.Node):
-    return next(iter(node.users)) if len(node.users) == 1 else None
-
-
-def _calls(model: fx.GraphModule, node: fx.Node, kinds: tuple) -> bool:
-    return node.op == "call_module" and isinstance(model.get_submodule(node.target), kinds)
-
-
-def _call_counts(graph: fx.Graph) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            counts[str(node.target)] = counts.get(str(node.target), 0) + 1
-    return counts

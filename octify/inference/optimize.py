@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import fx, nn
@@ -30,6 +30,7 @@ from ..layers import OctBatchNorm2d, OctConv2d, OctSplit
 from .folding import can_fold, fold_conv_batchnorm, fold_conv_split_batchnorm, fold_octconv_batchnorm
 from .fused import FusedOctConv2d, fast_octconv
 from .fusion import fuse_epilogues
+from .graph import is_module_call, module_call_counts
 from .grouped import GroupedOctConv2d
 from .inplace import add_into, octave_add_into
 from .kernels import PointwiseConv2d
@@ -70,7 +71,7 @@ def fold_batchnorms(model: nn.Module, graph: fx.Graph) -> List[Tuple[str, str]]:
     The folded convolution replaces the original and the BatchNorm becomes ``nn.Identity``.
     Returns the ``(convolution, batchnorm)`` names folded.
     """
-    calls = _module_call_counts(graph)
+    calls = module_call_counts(graph)
     folded = []
     for chain in _foldable_chains(model, graph):
         if any(calls[name] != 1 for name in chain):
@@ -134,24 +135,19 @@ def _trace(model: nn.Module) -> Optional[fx.GraphModule]:
 def _foldable_chains(model: nn.Module, graph: fx.Graph) -> Iterator[Tuple[str, ...]]:
     """Names ``(conv, bn)`` or ``(conv, split, bn)`` of module calls that feed only each other."""
     for node in graph.nodes:
-        if not (_is_module_call(model, node, BATCHNORMS) and can_fold(model.get_submodule(node.target))):
+        if not (is_module_call(model, node, BATCHNORMS) and can_fold(model.get_submodule(node.target))):
             continue
         chain = [node]
         source = _only_input(node)
-        if _is_module_call(model, source, (OctSplit,)) and len(source.users) == 1:
+        if is_module_call(model, source, (OctSplit,)) and len(source.users) == 1:
             chain.insert(0, source)
             source = _only_input(source)
-        if not (_is_module_call(model, source, CONVOLUTIONS) and len(source.users) == 1):
+        if not (is_module_call(model, source, CONVOLUTIONS) and len(source.users) == 1):
             continue
         names = tuple(str(n.target) for n in [source] + chain)
         modules = [model.get_submodule(name) for name in names]
         if _matches(*modules):
             yield names
-
-
-def _is_module_call(model: nn.Module, node: object, kinds: Tuple[type, ...]) -> bool:
-    return (isinstance(node, fx.Node) and node.op == "call_module"
-            and isinstance(model.get_submodule(node.target), kinds))
 
 
 def _only_input(node: fx.Node) -> Optional[fx.Node]:
@@ -170,14 +166,6 @@ def _matches(conv: nn.Module, *rest: nn.Module) -> bool:
     if isinstance(bn, OctBatchNorm2d):
         return (bn.bn_h.num_features, bn.bn_l.num_features) == (conv.high_out, conv.low_out)
     return conv.low_out == 0 and bn.num_features == conv.out_channels
-
-
-def _module_call_counts(graph: fx.Graph) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            counts[str(node.target)] = counts.get(str(node.target), 0) + 1
-    return counts
 
 
 def _replace_modules(model: nn.Module, replacement) -> None:
