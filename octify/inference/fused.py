@@ -15,9 +15,9 @@ Re-arranging the weights once (at construction) removes most of that:
 
 Each output channel's bias sits in the convolution that writes it first. A residual
 (``forward``'s second argument) and a following ReLU (``relu``) are applied in the same
-in-place adds (see :mod:`.epilogue`). The result
-equals the reference to float32 rounding; only dense (``groups == 1``), zero-padded layers
-are fused; :func:`fast_octconv` picks the module for any layer.
+in-place adds (see :mod:`.epilogue`). The result equals the reference to float32 rounding;
+only dense (``groups == 1``), zero-padded layers are fused; :func:`fast_octconv` picks the
+module for any layer.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from ..layers import OctConv2d
 from ..layers.resample import downsample
-from .grouped import GroupedOctConv2d
 from .epilogue import accumulate_, add_then_relu, residual_fits
+from .grouped import GroupedOctConv2d
 from .kernels import conv2d
 from .resample import add_upsampled_
 

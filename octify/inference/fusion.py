@@ -12,6 +12,7 @@ Only calls whose result has no other use change, so the values the graph compute
 from __future__ import annotations
 
 import operator
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
