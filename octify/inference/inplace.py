@@ -12,7 +12,7 @@ from typing import Any, Tuple
 from torch import Tensor
 
 from .. import ops
-from .epilogue import add_
+from .epilogue import add_, residual_fits
 
 OctaveTensor = Tuple[Tensor, Tensor]
 
@@ -31,7 +31,7 @@ def octave_add_into(a: OctaveTensor, b: Any) -> OctaveTensor:
 
 def add_relu_into(a: Tensor, b: Any) -> Tensor:
     """``relu(a + b)``, in ``a``'s memory and one pass when the sum has ``a``'s shape and dtype."""
-    if isinstance(b, Tensor) and _fits(a, b):
+    if residual_fits(a, b):
         return add_(a, b, relu=True)
     return (a + b).relu_()
 
@@ -46,5 +46,5 @@ def octave_add_relu_into(a: OctaveTensor, b: Any) -> OctaveTensor:
 
 def _fits(a: Tensor, b: Any) -> bool:
     if isinstance(b, Tensor):
-        return b.shape == a.shape and b.dtype == a.dtype and b.device == a.device
+        return residual_fits(a, b)
     return isinstance(b, (int, float)) and not isinstance(b, bool) and a.is_floating_point()
