@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                 # the full table (about ten minutes on 2 cores)
     python benchmarks/benchmark.py --quick         # resnet50 at alpha 0.5 only
     python benchmarks/benchmark.py --processes 3   # each model in 3 fresh processes, medians
+    python benchmarks/benchmark.py --quick --compile  # both models through torch.compile (inductor)
 
 For every model and alpha: the original (torchvision, ``weights=None``) and
 ``octify.convert(original, alpha).module``, both passed through ``octify.for_inference``
@@ -71,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} cores, "
           f"input {args.size}x{args.size}, median of {args.repeats} alternating rounds"
-          f"{', torch.compile' if args.compile else ''}", flush=True)
+          f"{f', torch.compile ({args.compile} wrapper)' if args.compile else ''}", flush=True)
     if not args.json:
         _warn_if_busy()
     rows = []
@@ -131,6 +132,7 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
     if args.compile:
         from torch._inductor import config as inductor_config
         inductor_config.freezing = True  # weights as constants: prepacked, folded into fused kernels
+        inductor_config.cpp_wrapper = args.compile == "cpp"  # no Python between kernels
         runners = tuple(torch.compile(module) for module in runners)
     row = Row(name, alpha, _mac_ratio(original, converted, sample))
     for batch in args.batches:
@@ -252,9 +254,9 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory columns")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="before each measurement, wait up to this long for the CPUs to be idle")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile both optimized modules before timing (inductor with frozen weights; "
-                             "minutes per model)")
+    parser.add_argument("--compile", nargs="?", const="python", choices=("python", "cpp"),
+                        help="torch.compile both optimized modules before timing (inductor with frozen weights, "
+                             "its wrapper code in Python or, with 'cpp', in C++; minutes per model)")
     parser.add_argument("--processes", type=int, default=1,
                         help="repeat each model's measurements in this many fresh processes (medians)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one JSON row per line

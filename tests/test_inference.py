@@ -1,6 +1,7 @@
 """for_inference: fused octave convolutions, BatchNorm folding, in-place adds, whole models."""
 import copy
 import operator
+import shutil
 
 import pytest
 import torch
@@ -366,3 +367,15 @@ def test_optimized_octave_block_runs_under_torch_compile():
     expected = model(x)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     assert_same(compiled(x), expected)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="inductor needs a C++ compiler")
+def test_optimized_converted_resnet_compiles_with_inductor():
+    """The benchmark's --compile path: inductor with frozen weights on an optimized conversion."""
+    from torch._inductor import config as inductor_config
+
+    model = for_inference(octify.convert(torchvision.models.resnet18(weights=None), alpha=0.5).module)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode(), inductor_config.patch(freezing=True):
+        expected = model(x)
+        assert_same(torch.compile(model)(x), expected)
