@@ -24,7 +24,7 @@ def add_into(a: Tensor, b: Any) -> Tensor:
 
 def octave_add_into(a: OctaveTensor, b: Any) -> OctaveTensor:
     """``octify.ops.add(a, b)``, computed in ``a``'s memory branch by branch when it fits."""
-    if isinstance(b, tuple) and len(b) == 2 and _fits(a[0], b[0]) and _fits(a[1], b[1]):
+    if _fits_branchwise(a, b):
         return a[0].add_(b[0]), a[1].add_(b[1])
     return ops.add(a, b)
 
@@ -38,7 +38,7 @@ def add_relu_into(a: Tensor, b: Any) -> Tensor:
 
 def octave_add_relu_into(a: OctaveTensor, b: Any) -> OctaveTensor:
     """``relu(octify.ops.add(a, b))`` branch by branch, in ``a``'s memory when it fits."""
-    if isinstance(b, tuple) and len(b) == 2 and _fits(a[0], b[0]) and _fits(a[1], b[1]):
+    if _fits_branchwise(a, b):
         return add_(a[0], b[0], relu=True), add_(a[1], b[1], relu=True)
     high, low = ops.add(a, b)
     return high.relu_(), low.relu_()
@@ -48,3 +48,7 @@ def _fits(a: Tensor, b: Any) -> bool:
     if isinstance(b, Tensor):
         return residual_fits(a, b)
     return isinstance(b, (int, float)) and not isinstance(b, bool) and a.is_floating_point()
+
+
+def _fits_branchwise(a: OctaveTensor, b: Any) -> bool:
+    return isinstance(b, tuple) and len(b) == 2 and _fits(a[0], b[0]) and _fits(a[1], b[1])
