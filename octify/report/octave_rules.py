@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctConv2d, OctGlobalAvgPool, OctMerge,
-                      OctSplit)
+from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctConv2d, OctGlobalAvgPool, OctGlobalMaxPool,
+                      OctMerge, OctSplit)
 from .rules import OpCall, find_rule, register_rule, zero_macs
 
 
@@ -88,4 +88,5 @@ register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in 
 register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
 register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
                                        "(not in MACs)")(zero_macs)
+register_rule(OctGlobalMaxPool, remark="global max pooling of both branches into one plain tensor")(zero_macs)
 register_rule(ChannelSplitter, remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
