@@ -162,7 +162,3 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-if __name__ == "__main__":
-    main()

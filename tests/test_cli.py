@@ -1,10 +1,11 @@
 """The ``octify`` command as a user runs it.
 
 The main flows drive the installed script in a subprocess; the many bad-input cases call
-the same entry point in-process (``cli.main.run``), which is what the script runs, to keep
+the same entry point in-process (``octify.cli.main.run``), which is what the script runs, to keep
 the suite fast. Every failure must be one ``octify: error:`` line on stderr, no traceback,
 the documented exit status, and no files left behind.
 """
+import configparser
 import importlib
 import json
 import os
@@ -22,14 +23,16 @@ import onnxruntime
 import pytest
 import torch
 
-from cli.console import Console
-from cli.main import run
-from cli.options import EXPORT_FORMATS
+from octify.cli.console import Console
+from octify.cli.main import run
+from octify.cli.options import EXPORT_FORMATS
 from octify.export import FORMATS
 from octify.layers import OctConv2d
 
-OCTIFY = shutil.which("octify") or str(Path(sys.executable).with_name("octify"))
-README = Path(__file__).resolve().parents[1] / "README.md"
+SCRIPT = Path(sys.executable).with_name("octify")  # the script installed with this interpreter's octify
+OCTIFY = str(SCRIPT) if SCRIPT.exists() else shutil.which("octify")
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 NET = """
     import torch
@@ -133,15 +136,15 @@ MODEL_FILES = {
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A fresh working directory holding the model files; imports made from it are undone."""
+    """A fresh working directory holding the model files; the modules imported from it are forgotten."""
     for name, text in MODEL_FILES.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    modules = set(sys.modules)
     yield tmp_path
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 def octify(*args, cwd, **popen):
@@ -187,6 +190,31 @@ def test_version_names_octify_and_torch(tmp_path):
     result = octify("--version", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith(f"octify {library.__version__} (torch {torch.__version__.split('+')[0]}")
+
+
+def test_python_dash_m_octify_is_the_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "octify", "--version"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("octify ")
+
+
+def test_command_line_parses_without_torch_and_octify_export_is_reachable(tmp_path):
+    code = ("import sys, octify.cli.main; assert 'torch' not in sys.modules, 'the command line imports torch'; "
+            "import octify; print(octify.export.export_onnx.__module__, octify.convert.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["octify.export", "convert"]
+
+
+def test_setup_installs_every_package_inside_octify():
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    listed = setup["options"]["packages"].split()
+    found = [".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "octify").rglob("__init__.py")]
+    assert sorted(listed) == sorted(found + ["octify.cli"])
+    assert setup["options"]["package_dir"].split() == ["octify.cli", "=", "cli"]
+    assert setup["options.entry_points"]["console_scripts"].split() == ["octify", "=", "octify.cli.main:main"]
 
 
 def test_converts_a_model_file_verifies_and_writes_loadable_outputs(workdir):
@@ -458,7 +486,7 @@ class Terminal:
 
 
 def test_progress_shows_on_a_terminal_for_slow_steps_only(monkeypatch):
-    monkeypatch.setattr("cli.console.PROGRESS_DELAY", 0.05)
+    monkeypatch.setattr("octify.cli.console.PROGRESS_DELAY", 0.05)
     terminal = Terminal()
     console = Console(stderr=terminal)
     with console.step("quick"):
