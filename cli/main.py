@@ -5,6 +5,7 @@ export, writing); 2 the command line or something it names is wrong; 130 interru
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -20,7 +21,7 @@ from .console import Console
 from .errors import CommandError, UsageError, describe
 from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, model_name, parse_exports, parse_input_shape,
                       read_schedule)
-from .output import staged_directory
+from .output import leftovers, staged_directory
 
 if TYPE_CHECKING:  # imported when needed: it loads torch
     from . import pipeline
@@ -98,6 +99,7 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shape(input_shape),
                           leaves, verify, parse_exports(exports), report_format)
         target = output or Path(f"{model_name(model)}-octave")
+        _warn_about_leftovers(console, target)
         with _warnings_shown(console, debug), staged_directory(target, force) as folder:
             with console.step("loading PyTorch"):
                 from . import pipeline
@@ -111,6 +113,13 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_
         return _failed(console, describe(error), " (--debug shows the traceback)", 1, debug)
     _print_outcome(console, target, outcome)
     return 0
+
+
+def _warn_about_leftovers(console: Console, target: Path) -> None:
+    found = leftovers(target)
+    if found:
+        console.warning(f"{', '.join(os.path.relpath(p) for p in found)}: left by an earlier run into {target} that was killed "
+                        "(or is still running); delete once no octify run is writing there")
 
 
 def _failed(console: Console, message: str, hint: str, status: int, debug: bool) -> int:

@@ -391,12 +391,32 @@ def test_existing_output_is_kept_without_force_and_replaced_with_it(workdir, cap
     assert listing(workdir) == sorted([*MODEL_FILES, "out"])
 
 
+@pytest.mark.parametrize("force", [(), ("--force",)], ids=["plain", "force"])
+def test_an_existing_file_is_refused_the_same_way_with_or_without_force(workdir, capsys, force):
+    code, out, err = octify_here(capsys, "net.py", "-o", "net.py", *force, *SMALL)
+    assert code == 2
+    assert_one_error_line(err, "net.py is a file, not an octify output directory; octify never replaces it, "
+                               "even with --force: choose another -o")
+    assert (workdir / "net.py").read_text() == textwrap.dedent(NET)
+
+
+def test_a_leftover_staging_directory_gets_a_warning_and_stays(workdir, capsys):
+    (workdir / ".out.0123abcd.partial").mkdir()
+    code, out, err = octify_here(capsys, "net.py", "-o", "out", *SMALL)
+    assert code == 0, err
+    assert ("octify: warning: .out.0123abcd.partial: left by an earlier run into out that was killed (or is still "
+            "running); delete once no octify run is writing there") in err.splitlines()
+    assert listing(workdir) == sorted([*MODEL_FILES, ".out.0123abcd.partial", "out"])
+
+
 def test_force_refuses_to_replace_a_directory_octify_did_not_write(workdir, capsys):
     (workdir / "data").mkdir()
     (workdir / "data" / "images.bin").write_text("precious")
-    code, out, err = octify_here(capsys, "net.py", "-o", "data", "--force", *SMALL)
-    assert code == 2
-    assert_one_error_line(err, "data exists and is not an octify output directory (no report.json)")
+    for force in [(), ("--force",)]:  # the same answer with or without --force
+        code, out, err = octify_here(capsys, "net.py", "-o", "data", *force, *SMALL)
+        assert code == 2
+        assert_one_error_line(err, "data exists and is not an octify output directory (no report.json); "
+                                   "octify never replaces it, even with --force")
     assert listing(workdir / "data") == ["images.bin"]
 
 
