@@ -19,7 +19,7 @@ import click
 
 from .console import Console
 from .errors import CommandError, UsageError, describe
-from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, model_name, parse_exports, parse_input_shape,
+from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, model_name, parse_exports, parse_input_shapes,
                       read_schedule)
 from .output import leftovers, staged_directory
 
@@ -69,8 +69,9 @@ def _version() -> str:
               help="Per-layer alphas: a TOML or JSON mapping of glob pattern over convolution names to alpha, "
                    "e.g. {\"layer4.*\": 0, \"*\": 0.5}; the first matching pattern wins, unmatched "
                    "convolutions stay plain.")
-@click.option("--input-shape", default="1,3,224,224", show_default=True, metavar="N,C,H,W",
-              help="Shape of the random example input the model is traced, costed and exported with.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="N,C,H,W",
+              help="Shape of the random example input the model is traced, costed and exported with; for a "
+                   "model with several inputs, once per input, in order.  [default: 1,3,224,224]")
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="DIR",
               help="Output directory; must not exist unless --force.  [default: ./NAME-octave]")
 @click.option("--format", "report_format", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
@@ -87,16 +88,16 @@ def _version() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the report, errors and the --verify result.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and every warning.")
 @click.version_option(message=_version(), help="Show the versions and exit.")
-def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_shape: str, output: Optional[Path],
-            report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...], force: bool,
-            quiet: bool, debug: bool) -> int:
+def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_shapes: Tuple[str, ...],
+            output: Optional[Path], report_format: str, leaves: Tuple[str, ...], verify: bool,
+            exports: Tuple[str, ...], force: bool, quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:
         if alpha is not None and schedule is not None:
             raise UsageError("use --alpha or --schedule, not both (a '*' pattern in the schedule "
                              "sets the alpha of every other convolution)")
-        request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shape(input_shape),
+        request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
                           leaves, verify, parse_exports(exports), report_format)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)
@@ -133,8 +134,11 @@ def _print_outcome(console: Console, target: Path, outcome: pipeline.Outcome) ->
     console.result(outcome.report)
     if outcome.comparison:
         why = " (expected with octave layers: they compute differently)" if outcome.has_octave_layers else ""
-        console.message(f"verified: output shapes match {outcome.comparison.shapes}; largest absolute output "
-                        f"difference {outcome.comparison.max_abs_difference:.3g}{why}")
+        comparison = outcome.comparison
+        scale = f"{100 * comparison.relative_difference:.3g}% of the largest absolute output, {comparison.max_abs_output:.3g}" \
+            if comparison.max_abs_output else "the original's outputs are all zero"
+        console.message(f"verified: output shapes match {comparison.shapes}; largest absolute output difference "
+                        f"{comparison.max_abs_difference:.3g}, {scale}{why}")
     console.info(f"wrote {target}/: {', '.join(outcome.written)}")
 
 

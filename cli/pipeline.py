@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -38,7 +38,7 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
     leaves = resolve_leaves(model, request.leaves)
     with console.step("converting"):
         try:
-            conversion = octify.convert(model, schedule, input_shape=request.input_shape, leaf_modules=leaves)
+            conversion = octify.convert(model, schedule, leaf_modules=leaves, **_inputs(request.input_shapes))
         except octify.ConversionError as error:
             raise CommandError(f"cannot convert {name}: {error}") from error
     layers = conversion.report.converted.layers
@@ -46,8 +46,8 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
                       any(layer.alpha_in or layer.alpha_out for layer in layers))
     if request.verify:
         with console.step("verifying"):
-            example = torch.randn_like(conversion.example_inputs[0])
-            outcome.comparison = compare_outputs(model, conversion.module, example)
+            examples = [torch.randn_like(x) for x in conversion.example_inputs]
+            outcome.comparison = compare_outputs(model, conversion.module, examples)
     with console.step("saving"):
         outcome.written = save(conversion, folder, name)
     for format_name in request.exports:
@@ -84,6 +84,13 @@ def code_package_name(name: str) -> str:
 def class_name(module: torch.nn.Module) -> str:
     """The saved code's class: the original's class name with ``Octave`` appended (``ResNetOctave``)."""
     return f"{type(module).__name__}Octave"
+
+
+def _inputs(shapes: Sequence[Tuple[int, ...]]) -> Dict[str, Any]:
+    """``convert``'s arguments for the example inputs: one shape (random input of the model's dtype), or several."""
+    if len(shapes) == 1:
+        return {"input_shape": shapes[0]}
+    return {"example_inputs": [torch.randn(shape) for shape in shapes]}
 
 
 def _schedule(request: Request) -> Union[float, Dict[str, float]]:

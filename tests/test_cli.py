@@ -107,6 +107,24 @@ MODEL_FILES = {
 
         model = Sized()
     """,
+    "two.py": """
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        class TwoInputs(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.image = nn.Conv2d(3, 16, 3, padding=1)
+                self.mask = nn.Conv2d(1, 16, 3, padding=1)
+                self.head = nn.Conv2d(16, 8, 3, padding=1)
+
+            def forward(self, image, mask):
+                return self.head(F.relu(self.image(image) + self.mask(mask)))
+
+
+        model = TwoInputs()
+    """,
     "builders.py": """
         from torch import nn
 
@@ -222,7 +240,7 @@ def test_converts_a_model_file_verifies_and_writes_loadable_outputs(workdir):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Cost report: Net, original and converted, input 1x3x32x32")
     assert re.search(r"^verified: output shapes match \[\(1, 10\)\]; largest absolute output difference "
-                     r"\S+ \(expected with octave layers", result.stderr, re.M)
+                     r"\S+, \S+% of the largest absolute output, \S+ \(expected with octave layers", result.stderr, re.M)
     assert "wrote out/: model.pt, net_octave/, report.json" in result.stderr
     assert "\r" not in result.stderr  # no progress when stderr is not a terminal
     assert listing(workdir / "out") == ["model.pt", "net_octave", "report.json"]
@@ -423,9 +441,36 @@ def test_force_refuses_to_replace_a_directory_octify_did_not_write(workdir, caps
 def test_alpha_zero_verifies_to_the_same_outputs(workdir, capsys):
     code, out, err = octify_here(capsys, "net.py", "--alpha", "0", "--verify", "-q", *SMALL)
     assert code == 0, err
-    difference = float(re.search(r"largest absolute output difference (\S+)$", err, re.M).group(1))
-    assert difference < 1e-5
+    found = re.search(r"largest absolute output difference (\S+), (\S+)% of the largest absolute output, (\S+)$",
+                      err, re.M)
+    difference, percent, magnitude = (float(value) for value in found.groups())
+    assert difference < 1e-5 and magnitude > 0.1
+    assert percent == pytest.approx(100 * difference / magnitude, rel=1e-2)
     assert listing(workdir) == sorted([*MODEL_FILES, "net-octave"])
+
+
+def test_verify_scales_the_difference_by_the_outputs_magnitude(workdir, capsys):
+    code, out, err = octify_here(capsys, "net.py", "--alpha", "0.5", "--verify", "-q", *SMALL)
+    assert code == 0, err
+    found = re.search(r"difference (\S+), (\S+)% of the largest absolute output, (\S+) \(expected", err)
+    difference, percent, magnitude = (float(value) for value in found.groups())
+    assert difference > 1e-4 and percent == pytest.approx(100 * difference / magnitude, rel=1e-2)
+
+
+def test_one_input_shape_per_model_input_in_order(workdir, capsys):
+    code, out, err = octify_here(capsys, "two.py", "--input-shape", "1,3,32,32", "--input-shape", "1,1,32,32",
+                                 "--verify", "--export", "torch.export", "-o", "out")
+    assert code == 0, err
+    assert "verified: output shapes match [(1, 8, 32, 32)]" in err
+    program = torch.export.load(str(workdir / "out" / "model.pt2")).module()
+    image, mask = torch.randn(1, 3, 32, 32), torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(program(image, mask), load_saved(workdir / "out")(image, mask))
+    for shapes, named in [(["1,3,32,32"], "(1, 3, 32, 32) ("),  # too few, or in the wrong order
+                          (["1,1,32,32", "1,3,32,32"], "(1, 1, 32, 32), (1, 3, 32, 32) (")]:
+        code, out, err = octify_here(capsys, "two.py", *(f"--input-shape={shape}" for shape in shapes), "-o", "bad")
+        assert code == 1
+        assert_one_error_line(err, f"cannot convert two: the model rejects an input of shape {named}")
 
 
 def test_schedule_file_sets_alphas_by_pattern_first_match_wins(workdir, capsys):
