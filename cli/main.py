@@ -1,10 +1,12 @@
 """``octify MODEL [options]``: parse the command line, run the conversion, print the result.
 
 Exit status: 0 done; 1 running failed (the model's code, the conversion, --verify, an
-export, writing); 2 the command line or something it names is wrong; 130 interrupted.
+export (the other outputs are still written), writing); 2 the command line or something it
+names is wrong; 130 interrupted.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -98,7 +100,7 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_
             raise UsageError("use --alpha or --schedule, not both (a '*' pattern in the schedule "
                              "sets the alpha of every other convolution)")
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
-                          leaves, verify, parse_exports(exports), report_format)
+                          leaves, verify, parse_exports(exports), report_format, debug)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)
         with _warnings_shown(console, debug), staged_directory(target, force) as folder:
@@ -113,7 +115,11 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_
     except Exception as error:  # a failure octify does not anticipate
         return _failed(console, describe(error), " (--debug shows the traceback)", 1, debug)
     _print_outcome(console, target, outcome)
-    return 0
+    for format_name, error in outcome.failed_exports.items():
+        if debug:
+            traceback.print_exception(type(error), error, error.__traceback__, file=console.stderr)
+        console.error(f"export to {format_name} failed, the other outputs are written: {error}")
+    return 1 if outcome.failed_exports else 0
 
 
 def _warn_about_leftovers(console: Console, target: Path) -> None:
@@ -144,13 +150,17 @@ def _print_outcome(console: Console, target: Path, outcome: pipeline.Outcome) ->
 
 @contextmanager
 def _warnings_shown(console: Console, debug: bool) -> Iterator[None]:
-    """Each distinct warning once; without ``debug``, torch's own are hidden and the rest print as
-    ``octify: warning:`` lines after a successful run."""
+    """Each distinct warning once; without ``debug``, torch's own warnings and log messages are hidden
+    and the rest print as ``octify: warning:`` lines after a successful run."""
     with warnings.catch_warnings(record=not debug) as caught:
         warnings.simplefilter("default")
         if not debug:
             warnings.filterwarnings("ignore", module=LIBRARY_WARNINGS)
-        yield
+            logging.disable(logging.WARNING)  # torch's log messages
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
     for warning in caught or ():
         console.warning(str(warning.message))
 

@@ -29,6 +29,7 @@ class Request:
     verify: bool = False
     exports: Sequence[str] = ()
     report_format: str = "table"
+    debug: bool = False  # tracebacks, and everything torch prints and warns
 
 
 def split_model_spec(spec: str) -> Tuple[str, Optional[str]]:

@@ -125,6 +125,47 @@ MODEL_FILES = {
 
         model = TwoInputs()
     """,
+    "gated.py": """
+        from torch import nn
+
+
+        class Gate(nn.Module):
+            def forward(self, x):
+                if x.mean() > 0:  # depends on the values: kept as it is, and no trace can follow it
+                    return x
+                return -x
+
+
+        class Gated(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+                self.gate = Gate()
+                self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+
+            def forward(self, x):
+                return self.conv2(self.gate(self.conv1(x)))
+
+
+        model = Gated()
+    """,
+    "heads.py": """
+        from torch import nn
+
+
+        class Heads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Conv2d(3, 16, 3, padding=1)
+                self.mask = nn.Conv2d(16, 1, 1)
+
+            def forward(self, x):
+                features = self.body(x)
+                return {"features": features, "mask": self.mask(features)}
+
+
+        model = Heads()
+    """,
     "builders.py": """
         from torch import nn
 
@@ -293,6 +334,31 @@ def test_exports_every_format(workdir):
     torch.testing.assert_close(torch.export.load(str(out / "model.pt2")).module()(x), expected, rtol=0, atol=1e-5)
 
 
+def test_an_export_that_cannot_be_made_says_why_in_one_line_and_keeps_the_rest(workdir):
+    result = octify("gated.py", "-o", "out", "--export", "onnx,torchscript", *SMALL, cwd=workdir)
+    assert result.returncode == 1
+    assert result.stdout.startswith("Cost report: Gated") and "def forward" not in result.stdout
+    assert "\x1b" not in result.stderr and "def forward" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("octify: error: ")]
+    assert len(errors) == 2 and "Traceback" not in result.stderr
+    line = str(workdir / "gated.py") + ":7"
+    assert errors[0].startswith("octify: error: export to onnx failed, the other outputs are written: "
+                                "GuardOnDataDependentSymNode: Could not guard on data-dependent expression")
+    assert errors[0].endswith(f"(at {line}: if x.mean() > 0:  # depends on the values: kept as it is, and no "
+                              "trace can follow it)")
+    assert errors[1] == ("octify: error: export to torchscript failed, the other outputs are written: "
+                         f"torch.jit.trace cannot follow the decision at {line} (Converting a tensor to a Python "
+                         "boolean might cause the trace to be incorrect): the TorchScript module would always do "
+                         "what the example input made it do")
+    assert "wrote out/: model.pt, gated_octave/, report.json" in result.stderr
+    assert listing(workdir / "out") == ["gated_octave", "model.pt", "report.json"]
+    x = torch.randn(1, 3, 32, 32)
+    sys.path.insert(0, str(workdir))  # model.pt refers to the model file's classes
+    with torch.no_grad():
+        module, original = load_saved(workdir / "out"), importlib.import_module("gated").model.eval()
+        assert module(x).shape == original(x).shape
+
+
 @pytest.mark.parametrize("args, status, fragments", [
     (["missing.py"], 2, ["missing.py: no such file"]),
     (["torchvision:resnt18"], 2, ["torchvision has no model 'resnt18'; did you mean resnet18"]),
@@ -390,6 +456,37 @@ def test_debug_shows_the_traceback(workdir, capsys):
     assert "Traceback (most recent call last)" in err
     assert err.splitlines()[-1].startswith("octify: error: cannot convert branchy")
     assert listing(workdir) == sorted(MODEL_FILES)
+
+
+def test_debug_shows_an_exports_whole_error(workdir, capsys):
+    code, out, err = octify_here(capsys, "gated.py", "--export", "torch.export", "--debug", "-o", "out", *SMALL)
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "The following call raised this error" in err
+    assert err.splitlines()[-1].startswith("octify: error: export to torch.export failed")
+    assert listing(workdir / "out") == ["gated_octave", "model.pt", "report.json"]
+
+
+def test_missing_export_packages_are_named_before_any_work(workdir, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    monkeypatch.setenv("OCTIFY_TEST_MARKER", str(workdir / "loaded"))
+    code, out, err = octify_here(capsys, "slow.py", "--export", "torchscript,onnx", "-o", "out")
+    assert code == 1
+    assert_one_error_line(err, '--export onnx: exporting to onnx needs onnxscript, not installed: '
+                               'pip install "octify[export]"')
+    assert listing(workdir) == sorted(MODEL_FILES)  # the model was not even loaded
+
+
+def test_a_model_returning_a_dict_exports_to_torchscript(workdir, capsys):
+    code, out, err = octify_here(capsys, "heads.py", "--export", "torchscript", "-o", "out", *SMALL)
+    assert code == 0, err
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.warns(FutureWarning):
+        scripted = torch.jit.load(str(workdir / "out" / "model.torchscript.pt"))
+    with torch.no_grad():
+        expected, produced = load_saved(workdir / "out")(x), scripted(x)
+    assert set(produced) == {"features", "mask"}
+    for key in expected:
+        torch.testing.assert_close(produced[key], expected[key], rtol=0, atol=1e-5)
 
 
 # -- options, in-process ---------------------------------------------------------------------
