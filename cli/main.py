@@ -42,7 +42,7 @@ A model file is Python code, and octify runs it.
 \b
 Writes into the output directory (default ./NAME-octave, NAME from MODEL):
   model.pt      the converted module; torch.load(path, weights_only=False)
-  NAME_octave/  its code, an importable package
+  NAME_octave/  its code, an importable package; takes its weights from model.pt
   report.json   the cost report
   model.onnx, model.torchscript.pt, model.pt2   with --export
 

@@ -82,10 +82,11 @@ def _printing_hidden(hidden: bool) -> Iterator[None]:
 
 
 def save(conversion: octify.Conversion, folder: Path, name: str) -> List[str]:
-    """The module (``torch.save``), its code as a package, and the report as JSON; returns the names written."""
+    """The module (``torch.save``), its code as a package that loads its weights from that file, and the report
+    as JSON; returns the names written."""
     package = code_package_name(name)
     torch.save(conversion.module, folder / MODULE_FILE)
-    save_code(conversion.module, folder / package, class_name(conversion.module))
+    save_code(conversion.module, folder / package, class_name(conversion.module), f"../{MODULE_FILE}")
     (folder / REPORT_FILE).write_text(conversion.report.to_json() + "\n", encoding="utf-8")
     return [MODULE_FILE, f"{package}/", REPORT_FILE]
 

@@ -7,6 +7,7 @@ and ``torch.export`` specializes to them. An export that cannot be made raises
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
@@ -15,7 +16,7 @@ import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import fx, nn
@@ -133,23 +134,47 @@ def export(module: nn.Module, example_inputs: Inputs, format_name: str, path: Pa
     FORMATS[format_name][1](module, example_inputs, path)
 
 
-def save_code(module: fx.GraphModule, folder: PathLike, class_name: str) -> None:
+def save_code(module: fx.GraphModule, folder: PathLike, class_name: str, weights_file: Optional[str] = None) -> None:
     """Write ``module`` as a Python package: ``from <folder> import <class_name>``.
 
     This is ``GraphModule.to_folder`` made relocatable and complete: the package finds its
-    weight files next to its own code (not under the path it was written to), and imports
-    the functions the graph calls outside torch (octify's octave functions among them).
-    Loading it needs octify installed, since its layers are octify modules.
+    files next to its own code (not under the path it was written to), and imports the
+    functions the graph calls outside torch (octify's octave functions among them). The
+    weights are stored once: in the package's ``state_dict.pt``, or, with ``weights_file``
+    (a path relative to ``folder``), taken from that file, ``module`` saved by ``torch.save``
+    (the command line's ``model.pt``, next to the package). The modules the code cannot
+    construct are pickled without their weights. Loading it needs octify installed, since
+    its layers are octify modules.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "saved as pickled files instead": octify's layers are
-        module.to_folder(folder, class_name)
+        _without_weights(module).to_folder(folder, class_name)
+    state_file = folder / "state_dict.pt"
+    loading = "self.load_state_dict(torch.load(_HERE + r'/state_dict.pt'))"
+    if weights_file is None:
+        torch.save(module.state_dict(), state_file)
+        weights = "torch.load(os.path.join(_HERE, 'state_dict.pt'))"
+    else:
+        state_file.unlink()
+        weights = f"torch.load(os.path.join(_HERE, {weights_file!r}), weights_only=False).state_dict()"
     code_file = folder / "module.py"
     code = code_file.read_text().replace(f"r'{folder}", "_HERE + r'")
+    if loading not in code:
+        raise RuntimeError(f"GraphModule.to_folder no longer loads weights with {loading!r}")
+    code = code.replace(loading, f"self.load_state_dict({weights}, assign=True)  # the weights, stored once")
     header = ["import os", "_HERE = os.path.dirname(os.path.abspath(__file__))", *_global_imports(module)]
     code_file.write_text("\n".join(header) + "\n" + code)
+
+
+def _without_weights(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters and persistent buffers are empty (on the meta device)."""
+    memo: Dict[int, torch.Tensor] = {}
+    for tensor in module.state_dict(keep_vars=True).values():
+        empty = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+    return copy.deepcopy(module, memo)
 
 
 def _global_imports(module: fx.GraphModule) -> List[str]:

@@ -312,8 +312,21 @@ def test_torchvision_model_quiet_json_into_the_default_directory(tmp_path):
     printed = json.loads(result.stdout)
     assert printed == json.loads((tmp_path / "resnet18-octave" / "report.json").read_text())
     assert printed["original"]["model"] == "ResNet" and printed["ratios"]["macs"] < 1
+    out = tmp_path / "resnet18-octave"
+    package_bytes = sum(p.stat().st_size for p in (out / "resnet18_octave").iterdir())
+    assert package_bytes * 100 < (out / "model.pt").stat().st_size  # the weights are stored once, in model.pt
+    sys.path.insert(0, str(out))
+    try:
+        from_code = importlib.import_module("resnet18_octave").ResNetOctave().eval()
+    finally:
+        sys.path.remove(str(out))
+        del sys.modules["resnet18_octave"], sys.modules["resnet18_octave.module"]
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert load_saved(tmp_path / "resnet18-octave")(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+        module = load_saved(out)
+        assert module(x).shape == (1, 1000)
+        torch.testing.assert_close(from_code(x), module(x), rtol=0, atol=0)
+    assert from_code.state_dict().keys() == module.state_dict().keys()
 
 
 def test_exports_every_format(workdir):
