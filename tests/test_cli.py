@@ -260,10 +260,11 @@ def test_python_dash_m_octify_is_the_command(tmp_path):
 
 def test_command_line_parses_without_torch_and_octify_export_is_reachable(tmp_path):
     code = ("import sys, octify.cli.main; assert 'torch' not in sys.modules, 'the command line imports torch'; "
-            "import octify; print(octify.export.export_onnx.__module__, octify.convert.__name__)")
+            "import octify; print(octify.export.export_onnx.__module__, octify.convert.__name__); "
+            "print(*[name for name in octify.__all__ if getattr(octify, name, None) is None])")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["octify.export", "convert"]
+    assert result.stdout.splitlines() == ["octify.export convert", ""]  # and every name in __all__ is there
 
 
 def test_setup_installs_every_package_inside_octify():
