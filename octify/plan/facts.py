@@ -64,13 +64,8 @@ def broadcasts_to_both(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class ConvFacts:
-    """What the planner and the convolution rules read of a 2-d convolution, module or function.
+    """What the planner and the convolution rules read of a 2-d convolution, module or function."""
 
-    ``name`` is what schedules match and notes quote: the module's qualified name, or for a
-    function call the module it is called in (the node's name outside any module).
-    """
-
-    name: str
     in_channels: int
     out_channels: int
     groups: int
@@ -97,17 +92,20 @@ def conv_facts(node: fx.Node, modules: Dict[str, nn.Module]) -> ConvFacts:
     arguments, the weight's shape from ``meta["val"]``)."""
     if node.op == "call_module":
         conv = modules[node.target]
-        return ConvFacts(str(node.target), conv.in_channels, conv.out_channels, conv.groups, tuple(conv.kernel_size),
+        return ConvFacts(conv.in_channels, conv.out_channels, conv.groups, tuple(conv.kernel_size),
                          conv.stride, conv.padding, conv.dilation)
     args = call_args(node, CONV_ARGS, CONV_DEFAULTS)
     out_channels, in_per_group, *kernel = value_of(args["weight"]).shape
     groups = int(args["groups"])
-    return ConvFacts(_enclosing_module(node), int(in_per_group) * groups, int(out_channels), groups, tuple(int(k) for k in kernel),
+    return ConvFacts(int(in_per_group) * groups, int(out_channels), groups, tuple(int(k) for k in kernel),
                      args["stride"], args["padding"], args["dilation"])
 
 
-def _enclosing_module(node: fx.Node) -> str:
-    """The qualified name of the module whose forward made ``node`` (from the trace), else the node's name."""
+def conv_name(node: fx.Node) -> str:
+    """What schedules match and notes quote for a convolution node: a module call's qualified name;
+    for a function call the module whose forward made it (from the trace), else the node's name."""
+    if node.op == "call_module":
+        return str(node.target)
     stack = node.meta.get("nn_module_stack")
     if stack:
         key, value = next(reversed(stack.items()))

@@ -24,7 +24,7 @@ from ..notes import Note
 from ..rules import registry
 from ..rules.concat import parts_and_dim
 from ..rules.registry import BOUNDARY, CAT, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
-from .facts import ConvFacts, channels, conv_facts, feature_args, feature_shape, is_feature_map, spatial
+from .facts import ConvFacts, channels, conv_facts, conv_name, feature_args, feature_shape, is_feature_map, spatial
 from .schedule import Schedule
 
 Split = Optional[ChannelSplit]
@@ -95,7 +95,7 @@ class Planner:
                 self.categories[node] = BOUNDARY
                 self.boundary_reasons[node] = reason or f"{registry.describe(node)} has no octave rule"
                 if rule is not None and rule.category == CONV:
-                    self.notes.append(Note(self._conv(node).name, "plain", reason))
+                    self.notes.append(Note(conv_name(node), "plain", reason))
             else:
                 self.categories[node] = rule.category
 
@@ -149,7 +149,7 @@ class Planner:
         if not willing:
             return None, self._plain_output_reason(producers[0])
         first = willing[0]
-        alpha, _ = self.schedule.lookup(self._conv(first).name)
+        alpha, _ = self.schedule.lookup(conv_name(first))
         useless = self._why_not_useful(group)
         if useless:
             return None, useless
@@ -160,16 +160,16 @@ class Planner:
             grouping = f" in whole groups of {unit}" if unit > 1 else ""
             return None, f"alpha {alpha:g} of {count} channels{grouping} leaves a branch empty"
         for other in willing[1:]:
-            other_alpha, pattern = self.schedule.lookup(self._conv(other).name)
+            other_alpha, pattern = self.schedule.lookup(conv_name(other))
             if other_alpha != alpha:
-                self.notes.append(Note(self._conv(other).name, "schedule",
+                self.notes.append(Note(conv_name(other), "schedule",
                                        f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
-                                       f"is added to that of {self._conv(first).name}, and both must split alike"))
+                                       f"is added to that of {conv_name(first)}, and both must split alike"))
         return ChannelSplit.trailing(count, n_low), ""
 
     def _plain_output_reason(self, conv_node: fx.Node) -> str:
         """Why the schedule or the defaults keep this convolution's own output plain ('' if they do not)."""
-        alpha, pattern = self.schedule.lookup(self._conv(conv_node).name)
+        alpha, pattern = self.schedule.lookup(conv_name(conv_node))
         if alpha == 0:
             return f"alpha 0 ({f'pattern {pattern!r}' if pattern else 'no schedule pattern matches it'})"
         source = next(iter(feature_args(conv_node)), None)
@@ -235,12 +235,12 @@ class Planner:
             if in_split is not None and conv.groups > 1 and not is_depthwise(conv) and not (
                     in_split.is_trailing and in_split.n_low % (conv.in_channels // conv.groups) == 0):
                 in_split = None
-                self.notes.append(Note(self._conv(node).name, "plain input",
+                self.notes.append(Note(conv_name(node), "plain input",
                                        f"groups={conv.groups} need the low channels last in whole groups"))
             result[node] = (in_split, out_split)
             if out_split is None:
                 reason = own_reason or reasons.get(self.classes.find(node), "")
-                self.notes.append(Note(self._conv(node).name, "plain", reason or "its output joins a plain tensor"))
+                self.notes.append(Note(conv_name(node), "plain", reason or "its output joins a plain tensor"))
         return result
 
     def plan(self) -> Plan:

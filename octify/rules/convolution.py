@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..layers import ChannelSplit, FunctionalOctConv2d, OctConv2d
 from ..layers.octconv import geometry_problem
-from ..plan.facts import CONV_ARGS, CONV_DEFAULTS, ConvFacts, call_args, channels, conv_facts, feature_args, \
+from ..plan.facts import CONV_ARGS, CONV_DEFAULTS, ConvFacts, call_args, channels, conv_facts, conv_name, feature_args, \
     feature_shape
 from .registry import CONV, Rule, register
 
@@ -100,12 +100,12 @@ def check_functional_conv(node: fx.Node, modules: Dict[str, nn.Module]) -> Optio
     if reason:
         return reason
     args = call_args(node, CONV_ARGS, CONV_DEFAULTS)
-    if any(isinstance(args[name], fx.Node) for name in ("stride", "padding", "dilation", "groups")):
-        return "stride, padding, dilation or groups is computed in the graph"
     if not isinstance(args["weight"], fx.Node) or feature_shape(args["weight"]) is None:
         return "its weight is not a 4-d tensor of the graph"
     if _depends_on_input(args["weight"]) or _depends_on_input(args["bias"]):
         return "its weight is computed from the network input (per-sample weights, as in CondConv2d)"
+    if any(isinstance(args[name], fx.Node) for name in ("stride", "padding", "dilation", "groups")):
+        return "stride, padding, dilation or groups is computed in the graph"
     facts = conv_facts(node, modules)
     if facts.in_channels != channels(args["input"]):
         return (f"its weight expects {facts.in_channels} input channels "
@@ -124,7 +124,8 @@ def rewrite_functional_conv(node: fx.Node, ctx: "RewriteContext") -> None:
     layer = FunctionalOctConv2d(facts.in_channels, facts.out_channels, facts.kernel_size, facts.stride,
                                 facts.padding, facts.dilation, facts.groups, args["bias"] is not None,
                                 in_split=in_split, out_split=out_split)
-    name = ctx.add_module(f"{facts.name}.octave" if facts.name != node.name else node.name, layer)
+    module_name = conv_name(node)
+    name = ctx.add_module(f"{module_name}.octave" if module_name != node.name else node.name, layer)
     weight, bias = ctx.values((args["weight"], args["bias"]), None, node)
     ctx.emit(node, "call_module", name, (ctx.value(args["input"], planned_in, node), weight, bias), {},
              planned_out)
