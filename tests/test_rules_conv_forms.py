@@ -1,6 +1,8 @@
 """Convolution forms beyond size-keeping nn.Conv2d: any padding and padding mode, TensorFlow SAME,
 stride 4, timm's Conv2d subclasses, and F.conv2d with a parameter or computed weight."""
 import pytest
+import timm
+import timm.layers as timm_layers
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -11,8 +13,6 @@ import octify
 from octify import ChannelSplit, OctConv2d, OctMerge, OctSplit
 from octify.layers import FunctionalOctConv2d
 from octify.report import OpCall, find_rule
-
-timm_layers = pytest.importorskip("timm.layers")
 
 SIZES = [16, 17, 18, 19]  # every H mod 4
 WIDTH = 21
@@ -356,7 +356,6 @@ def test_schedules_name_a_functional_convolution_by_its_module():
 # -- models ------------------------------------------------------------------------------------------
 
 def test_nf_resnet26_converts_its_scaled_standardized_convolutions():
-    timm = pytest.importorskip("timm")
     model = timm.create_model("nf_resnet26", pretrained=False).eval()
     x = torch.rand(1, 3, 64, 64)
     conversion = octify.convert(model, 0.5, example_inputs=(x,))
@@ -368,7 +367,6 @@ def test_nf_resnet26_converts_its_scaled_standardized_convolutions():
 
 def test_tf_efficientnet_keeps_conv2d_same_a_leaf_and_counts_exactly():
     """Its ratio needs timm's BatchNormAct2d on both branches; here: a general graph, exact costs."""
-    timm = pytest.importorskip("timm")
     model = timm.create_model("tf_efficientnet_b0", pretrained=False).eval()
     x = torch.rand(1, 3, 64, 64)
     conversion = octify.convert(model, 0.5, example_inputs=(x,))

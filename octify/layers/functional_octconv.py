@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .channels import ChannelSplit
-from .octconv import IntPair, OctaveConvBase, OctaveTensor, check_grouped_splits, path_weight_index
+from .octconv import IntPair, OctaveConvBase, OctaveTensor, Path, check_grouped_splits, path_weight_index
 
 
 def _take(tensor: Tensor, dim: int, index: Sequence[int]) -> Tensor:
@@ -51,7 +51,7 @@ class FunctionalOctConv2d(OctaveConvBase):
         if self.is_plain:
             return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
-        def convolve(path, source: Tensor) -> Tensor:
+        def convolve(path: Path, source: Tensor) -> Tensor:
             rows, cols = self.index[path.name]
             path_weight = _take(weight, 0, rows)
             if cols is not None:

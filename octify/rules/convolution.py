@@ -15,22 +15,22 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from torch import fx, nn
 import torch.nn.functional as F
+from torch import fx, nn
 
 from ..layers import ChannelSplit, FunctionalOctConv2d, OctConv2d
 from ..layers.octconv import geometry_problem
-from ..plan.facts import CONV_ARGS, CONV_DEFAULTS, ConvFacts, call_args, channels, conv_facts, conv_name, feature_args, \
-    feature_shape
+from ..plan.facts import (CONV_ARGS, CONV_DEFAULTS, ConvFacts, call_args, channels, conv_facts, conv_name,
+                          feature_args, feature_shape)
 from .registry import CONV, Rule, register
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
 
 
-def _geometry_reason(facts: ConvFacts, padding: Union[str, Any]) -> Optional[str]:
+def _geometry_reason(facts: ConvFacts, padding: Any) -> Optional[str]:
     problem = geometry_problem(facts.kernel_size, facts.stride, padding, facts.dilation)
     return f"octave paths need a different geometry: OctConv2d {problem}" if problem else None
 
@@ -42,7 +42,7 @@ def _feature_map_reason(node: fx.Node) -> Optional[str]:
 
 
 def _splits(node: fx.Node, ctx: "RewriteContext", facts: ConvFacts) -> Tuple[ChannelSplit, ChannelSplit]:
-    """The planned splits, a plain side as a split with no low channel."""
+    """The planned splits of a convolution, a plain side as a split with no low channel."""
     in_split, out_split = ctx.plan.conv_splits[node]
     return (in_split or ChannelSplit.trailing(facts.in_channels, 0),
             out_split or ChannelSplit.trailing(facts.out_channels, 0))
