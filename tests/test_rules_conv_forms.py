@@ -380,7 +380,9 @@ def test_tf_efficientnet_keeps_conv2d_same_a_leaf_and_counts_exactly():
 def test_inception_v3_valid_and_strided_reductions_convert():
     model = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
     conversion = octify.convert(model, 0.5, input_shape=(1, 3, 224, 224))
-    for name in ("Conv2d_2a_3x3.conv", "Conv2d_4a_3x3.conv", "Mixed_6a.branch3x3.conv", "Mixed_6a.branch3x3dbl_3.conv"):
+    valid_or_strided = ("Conv2d_2a_3x3.conv", "Conv2d_4a_3x3.conv", "Mixed_6a.branch3x3.conv",
+                        "Mixed_6a.branch3x3dbl_3.conv")
+    for name in valid_or_strided:
         layer = conversion.module.get_submodule(name)
         assert isinstance(layer, OctConv2d) and not layer.is_plain and layer.pads_at_run_time, name
     assert conversion.report.ratios["macs"] <= 0.53

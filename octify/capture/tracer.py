@@ -49,7 +49,8 @@ class OctifyTracer(fx.Tracer):
     def __init__(self, leaf_modules: Iterable[LeafSpec] = ()) -> None:
         super().__init__()
         specs = list(leaf_modules)
-        self.leaf_types = OCTIFY_LEAVES + _torchvision_leaves() + _timm_leaves() + tuple(s for s in specs if isinstance(s, type))
+        self.leaf_types = (OCTIFY_LEAVES + _torchvision_leaves() + _timm_leaves()
+                           + tuple(s for s in specs if isinstance(s, type)))
         self.leaf_names = {s for s in specs if isinstance(s, str)}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:

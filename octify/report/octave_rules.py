@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..layers import Branchwise, ChannelSplitter, OctBatchNorm2d, OctGlobalAvgPool, OctGlobalMaxPool, OctMerge, OctSplit
+from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctGlobalAvgPool, OctGlobalMaxPool, OctMerge,
+                      OctSplit)
 from ..layers.channels import half_size
 from ..layers.octconv import OctaveConvBase
 from .rules import OpCall, find_rule, register_rule, zero_macs
