@@ -253,3 +253,30 @@ def test_timm_model_at_alpha_zero_is_the_original_exactly():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(octify.convert(model, 0.0, example_inputs=(x,)).module(x), model(x))
+
+
+class RepBlockNet(nn.Module):
+    """RepVGG-style blocks: each conv's normalized output re-joins the block input; then flatten and a classifier."""
+
+    def __init__(self, channels=16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 1)
+        self.k3 = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(2))
+        self.k1 = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(2))
+        self.bn = nn.ModuleList(BatchNormAct2d(channels, apply_act=False) for _ in range(6))
+        self.head = nn.Linear(channels * 64, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i in range(2):
+            x = torch.relu(self.bn[3 * i](self.k3[i](x)) + self.bn[3 * i + 1](self.k1[i](x)) + self.bn[3 * i + 2](x))
+        return self.head(x.flatten(1))
+
+
+def test_a_class_whose_convolutions_rejoin_it_is_octave_even_if_only_a_classifier_follows():
+    model = randomize(RepBlockNet()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    conversion = convert(model, x)
+    octave = {name for name, m in conversion.module.named_modules() if isinstance(m, OctConv2d) and m.low_out}
+    assert octave == {"stem", "k3.0", "k3.1", "k1.0", "k1.1"}, conversion.explain()
+    assert macs(conversion.module, x) < 0.6 * macs(model, x)
