@@ -4,8 +4,10 @@ from .branchwise import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNo
                          PerBranch)
 from .channels import ChannelSplit, low_channel_count, parse_alpha
 from .octconv import OctConv2d
+from .pooling import OctGlobalMaxPool, OctInterpolate, OctPool2d
 from .resample import downsample, upsample_to
 
-__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctStochasticDepth", "OctBatchNorm2d",
-           "OctBatchNormFunction", "OctConv2d", "OctGroupNormFunction", "OctMerge", "OctPReLUFunction", "OctSplit", "PerBranch",
+__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctGlobalMaxPool", "OctInterpolate",
+           "OctPool2d", "OctStochasticDepth", "OctBatchNorm2d", "OctBatchNormFunction", "OctConv2d",
+           "OctGroupNormFunction", "OctMerge", "OctPReLUFunction", "OctSplit", "PerBranch",
            "downsample", "low_channel_count", "parse_alpha", "upsample_to"]

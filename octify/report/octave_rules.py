@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import ops
 from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctConv2d, OctGlobalAvgPool,
-                      OctGroupNormFunction, OctMerge, OctPReLUFunction, OctSplit, PerBranch)
+                      OctGlobalMaxPool, OctGroupNormFunction, OctMerge, OctPReLUFunction, OctSplit, PerBranch)
 from .rules import OpCall, find_rule, register_rule, zero_macs
 
 
@@ -99,4 +99,5 @@ register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in 
 register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
 register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
                                        "(not in MACs)")(zero_macs)
+register_rule(OctGlobalMaxPool, remark="global max pooling of both branches into one plain tensor")(zero_macs)
 register_rule(ChannelSplitter, remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
