@@ -83,10 +83,15 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
                         where=where or type(model).__name__) from error
                 auto_leaves[where] = f"not traceable: {reason}"
                 continue
-        module.graph.eliminate_dead_code()
+        module.graph.eliminate_dead_code(is_impure_node=_is_impure)
         module.recompile()
         propagate_shapes(module, example_inputs)
         return Captured(module, method, example_inputs, auto_leaves, fixed_dims)
+
+
+def _is_impure(node: fx.Node) -> bool:
+    """fx's purity, and in-place tensor methods (``x.div_(p)``, ``counter.add_(1)``): their effect is what counts."""
+    return node.is_impure() or (node.op == "call_method" and str(node.target).endswith("_"))
 
 
 def check_model_accepts(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:

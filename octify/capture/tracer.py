@@ -23,7 +23,8 @@ LeafSpec = Union[str, Type[nn.Module]]
 _MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
 OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.FunctionalOctConv2d, layers.OctBatchNorm2d,
                                               layers.Branchwise, layers.OctSplit, layers.OctMerge, layers.OctPool2d,
-                                              layers.OctInterpolate)
+                                              layers.OctInterpolate, layers.PerBranch, layers.OctBatchNormFunction,
+                                              layers.OctGroupNormFunction, layers.OctPReLUFunction)
 
 
 def _torchvision_leaves() -> Tuple[Type[nn.Module], ...]:

@@ -194,7 +194,10 @@ class Planner:
 
     def _why_not_useful(self, group: List[fx.Node]) -> str:
         """Why two branches would be wasted here: every consumer needs a plain tensor."""
-        consumers = [u for u in self._external_consumers(group) if self.categories.get(u) != SHAPE]
+        inside = set(group)
+        rejoining = [n for n in group if self.categories[n] == CONV and not is_depthwise(self.modules[n.target])
+                     and any(arg in inside for arg in feature_args(n))]  # a conv whose output re-joins its input
+        consumers = [u for u in self._external_consumers(group) + rejoining if self.categories.get(u) != SHAPE]
         useful = [u for u in consumers if self._uses_octave(u)]
         if useful:
             return ""

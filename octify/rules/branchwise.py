@@ -1,8 +1,15 @@
-"""Ops that run on each branch unchanged: activations, BatchNorm, dropout, stochastic depth."""
+"""Ops that run on each branch unchanged: activations, BatchNorm, dropout, stochastic depth.
+
+Besides the listed functions and methods, every torch function or tensor method that ATen tags
+``pointwise`` (each output element depends only on the same element of the input: ``clamp``,
+``sigmoid``, ``pow``...) runs per branch, as long as its other arguments are numbers or
+tensors that apply alike to both branches (:func:`check_per_branch_call`).
+"""
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Callable
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,23 +18,57 @@ from torch.fx.node import _get_qualified_name
 
 from .. import ops
 from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
-from ..plan.facts import feature_args
-from .registry import PER_BRANCH, Rule, register
+from ..plan.facts import broadcasts_to_both, feature_args, feature_shape
+from .registry import PER_BRANCH, Rule, register, register_fallback
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-               nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Mish, nn.Identity)
-DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
+               nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Mish, nn.Identity, nn.SELU, nn.CELU, nn.Softplus, nn.Softsign,
+               nn.Tanhshrink, nn.Threshold, nn.LogSigmoid, nn.Hardshrink, nn.Softshrink, nn.RReLU)
+DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.sigmoid,
                         F.sigmoid, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.hardtanh, F.mish, F.dropout,
-                        F.dropout2d, F.relu_, torch.relu_)
+                        F.dropout2d, F.relu_, torch.relu_, F.alpha_dropout, F.feature_alpha_dropout, F.logsigmoid,
+                        F.softsign, F.tanhshrink, F.threshold)
 ACTIVATION_METHODS = ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_")
 
 
 def _first_input(node: fx.Node) -> fx.Node:
     return next(iter(feature_args(node)))
+
+
+def is_pointwise(key: Any) -> bool:
+    """A torch function or ``("method", name)`` whose ATen op of the same name is tagged pointwise."""
+    if isinstance(key, tuple):
+        name = key[1]
+    elif str(getattr(key, "__module__", None) or "").split(".")[0] == "torch":
+        name = getattr(key, "__name__", "")
+    else:
+        return False
+    return isinstance(name, str) and _aten_pointwise(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _aten_pointwise(name: str) -> bool:
+    packet = getattr(torch.ops.aten, name, None)
+    return packet is not None and any(torch.Tag.pointwise in getattr(packet, overload).tags
+                                      for overload in packet.overloads())
+
+
+def check_per_branch_call(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    """The first argument is the feature map, the result has its shape, the rest applies alike to both branches."""
+    source = node.args[0] if node.args else None
+    if feature_shape(source) is None or feature_shape(node) != feature_shape(source):
+        return "not a feature map in and a feature map of the same shape out"
+    rest: List[fx.Node] = []
+    fx.node.map_arg((node.args[1:], node.kwargs), rest.append)
+    for arg in rest:
+        if not broadcasts_to_both(arg):
+            shape = tuple(feature_shape(arg) or getattr(arg.meta.get("val"), "shape", ()))
+            return f"its argument {arg.name} (shape {shape}) is a tensor that does not apply alike to both branches"
+    return None
 
 
 def rewrite_branch_module(node: fx.Node, ctx: "RewriteContext") -> None:
@@ -102,7 +143,12 @@ except ImportError:  # pragma: no cover - torchvision is a dependency, but the r
 
 register(Rule(PER_BRANCH, rewrite_branch_module), *ACTIVATIONS, *DROPOUTS)
 register(Rule(PER_BRANCH, rewrite_batchnorm), nn.BatchNorm2d)
-register(Rule(PER_BRANCH, rewrite_branch_function), *ACTIVATION_FUNCTIONS)
-register(Rule(PER_BRANCH, rewrite_branch_method), *(("method", name) for name in ACTIVATION_METHODS))
+register(Rule(PER_BRANCH, rewrite_branch_function, check_per_branch_call), *ACTIVATION_FUNCTIONS)
+register(Rule(PER_BRANCH, rewrite_branch_method, check_per_branch_call),
+         *(("method", name) for name in ACTIVATION_METHODS))
+register_fallback(Rule(PER_BRANCH, rewrite_branch_function, check_per_branch_call),
+                  lambda key: not isinstance(key, tuple) and is_pointwise(key))
+register_fallback(Rule(PER_BRANCH, rewrite_branch_method, check_per_branch_call),
+                  lambda key: isinstance(key, tuple) and is_pointwise(key))
 if StochasticDepth is not None:
     register(Rule(PER_BRANCH, rewrite_stochastic_depth), StochasticDepth)

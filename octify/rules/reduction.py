@@ -1,6 +1,8 @@
-"""Ops that read an octave tensor without needing it merged: global average and max pooling, size queries."""
+"""Ops that read an octave tensor without needing it merged: global average and max pooling, size queries,
+and ``new_empty``-like factories that take only the tensor's dtype and device."""
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
 
 SPATIAL_DIMS = ({2, 3}, {-1, -2})
 MAX_POOLS = (nn.AdaptiveMaxPool2d, F.adaptive_max_pool2d, torch.amax, ("method", "amax"))
+BRANCH_ATTRIBUTES = ("ndim", "dtype", "device", "is_cuda")  # alike for the high branch and the merged tensor
+FACTORY_METHODS = ("new_empty", "new_zeros", "new_ones", "new_full", "new_tensor")
 
 
 def _is_global(output_size: object) -> bool:
@@ -84,16 +88,34 @@ def rewrite_size(node: fx.Node, ctx: "RewriteContext") -> None:
     if not isinstance(source, fx.Node) or ctx.rep.get(source) is None:
         ctx.copy(node)
         return
+    if node.op == "call_function" and node.args[1] in BRANCH_ATTRIBUTES:
+        ctx.emit(node, "call_function", getattr, (_high(source, ctx), node.args[1]), {}, None)
+        return
     rest = node.args[1:] if node.op == "call_method" else ()
     ctx.emit(node, "call_function", ops.size, (ctx.env[source], *rest), dict(node.kwargs), None)
 
 
 def check_size(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
-    if node.op == "call_function" and node.args[1:] != ("shape",):
-        return "an attribute other than .shape"
+    if node.op == "call_function" and (len(node.args) != 2 or node.args[1] not in ("shape",) + BRANCH_ATTRIBUTES):
+        return f"the attribute .{node.args[1:]}" if len(node.args) != 2 else f"the attribute .{node.args[1]}"
     return None
+
+
+def _high(source: fx.Node, ctx: "RewriteContext") -> fx.Node:
+    """The high branch of octave ``source``: it has the merged tensor's dtype, device and number of dimensions."""
+    return ctx.graph.call_function(operator.getitem, (ctx.env[source], 0))
+
+
+def rewrite_factory(node: fx.Node, ctx: "RewriteContext") -> None:
+    """``x.new_zeros(size)`` and the like read only ``x``'s dtype and device: the high branch's."""
+    if not isinstance(node.args[0], fx.Node) or ctx.rep.get(node.args[0]) is None:
+        ctx.copy(node)
+        return
+    rest, kwargs = ctx.values((node.args[1:], node.kwargs), None, node)
+    ctx.emit(node, "call_method", node.target, (_high(node.args[0], ctx), *rest), kwargs, None)
 
 
 register(Rule(GLOBAL_POOL, rewrite_global_pool, check_global_pool),
          nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d, torch.mean, ("method", "mean"), *MAX_POOLS)
 register(Rule(SHAPE, rewrite_size, check_size), ("method", "size"), getattr)
+register(Rule(SHAPE, rewrite_factory), *(("method", name) for name in FACTORY_METHODS))
