@@ -68,6 +68,13 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
                          if (rule := find_rule(n, modules)) is not None and rule.category == CONV)
     module, edge_notes = rewrite(captured.module, plan)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
+    if captured.mode_dependence:
+        mode = "train" if model.training else "eval"
+        notes.append(Note(type(model).__name__, "mode", (
+            f"its forward reads self.training outside leaf modules, so the graph keeps {mode} mode's choices "
+            f"whatever .train() / .eval() says later (first difference: `{captured.mode_dependence}`); convert the "
+            f"model in the mode it will run in, or name the module in leaf_modules")))
+        warnings.warn(notes[-1].reason, UserWarning, stacklevel=2)
     if captured.method == FIXED_SHAPES:
         guard_input_shapes(module, inputs, captured.fixed_dims)
         notes.append(_fixed_shape_note(type(model).__name__, inputs, captured.fixed_dims))

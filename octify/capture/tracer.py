@@ -36,12 +36,13 @@ def _torchvision_leaves() -> Tuple[Type[nn.Module], ...]:
 
 
 def _timm_leaves() -> Tuple[Type[nn.Module], ...]:
-    """timm's ``Conv2dSame`` pads by the input size at run time: a leaf keeps the graph general."""
+    """timm modules whose forward a trace would fix: ``Conv2dSame`` pads by the input size at run
+    time; norm + activation and drop path read ``self.training``. Leaves keep the graph general."""
     try:
-        from timm.layers import Conv2dSame
+        from timm.layers import BatchNormAct2d, Conv2dSame, DropPath, FrozenBatchNormAct2d
     except ImportError:  # timm is optional
         return ()
-    return (Conv2dSame,)
+    return (Conv2dSame, BatchNormAct2d, FrozenBatchNormAct2d, DropPath)
 
 
 class OctifyTracer(fx.Tracer):
