@@ -1,5 +1,5 @@
 """octify: turn a CNN into an Octave Convolution network automatically."""
-from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctMerge, OctSplit,
+from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctConvTranspose2d, OctMerge, OctSplit,
                      downsample, upsample_to)
 
 from .convert import Conversion, convert
@@ -10,5 +10,5 @@ from .report import ModelCost, Report, cost
 
 __version__ = "0.1.0"
 
-__all__ = ["Conversion", "ConversionError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
+__all__ = ["Conversion", "ConversionError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference"]

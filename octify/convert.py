@@ -15,6 +15,7 @@ from .notes import Note
 from .plan import Schedule, make_plan
 from .plan.schedule import ScheduleLike
 from .report import Report, build_report
+from .rules.registry import CONV, find_rule
 from .rewrite import rewrite
 from .verify import check_same_outputs
 
@@ -59,8 +60,9 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     working = copy.deepcopy(model)
     captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
     plan = make_plan(captured.module, schedule, min_size=min_size, plain_stem=plain_stem)
+    modules = dict(captured.module.named_modules())
     schedule.warn_unused(str(n.target) for n in captured.module.graph.nodes
-                         if n.op == "call_module" and type(captured.module.get_submodule(n.target)) is nn.Conv2d)
+                         if n.op == "call_module" and getattr(find_rule(n, modules), "category", None) == CONV)
     module, edge_notes = rewrite(captured.module, plan)
     check_same_outputs(captured.module, module, inputs)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]

@@ -3,7 +3,8 @@ from .branchwise import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctGlobalA
                          OctStochasticDepth)
 from .channels import ChannelSplit, low_channel_count, parse_alpha
 from .octconv import OctConv2d
+from .octconv_transpose import OctConvTranspose2d
 from .resample import downsample, upsample_to
 
-__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctStochasticDepth", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
+__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctStochasticDepth", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "low_channel_count", "parse_alpha", "upsample_to"]
