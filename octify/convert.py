@@ -15,6 +15,7 @@ from .notes import Note
 from .plan import Schedule, make_plan
 from .plan.schedule import ScheduleLike
 from .report import Report, build_report
+from .rules.channels_last import channels_first
 from .rules.registry import CONV, find_rule
 from .rewrite import rewrite
 from .verify import check_same_outputs
@@ -59,11 +60,12 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     inputs = tuple(example_inputs) if example_inputs is not None else (_random_input(model, input_shape),)
     working = copy.deepcopy(model)
     captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
-    plan = make_plan(captured.module, schedule, min_size=min_size, plain_stem=plain_stem)
-    modules = dict(captured.module.named_modules())
-    schedule.warn_unused(str(n.target) for n in captured.module.graph.nodes
+    prepared = channels_first(captured.module)
+    plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem)
+    modules = dict(prepared.named_modules())
+    schedule.warn_unused(str(n.target) for n in prepared.graph.nodes
                          if n.op == "call_module" and getattr(find_rule(n, modules), "category", None) == CONV)
-    module, edge_notes = rewrite(captured.module, plan)
+    module, edge_notes = rewrite(prepared, plan)
     check_same_outputs(captured.module, module, inputs)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
     notes += plan.notes + edge_notes

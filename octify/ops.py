@@ -95,3 +95,11 @@ def size(x: OctaveTensor, dim: Union[int, None] = None) -> Union[torch.Size, int
     merged = torch.Size((high.shape[0], high.shape[1] + low.shape[1]) + tuple(high.shape[2:]))
     return merged if dim is None else merged[dim]
 
+
+
+@graph_leaf
+def channels_last(x: Tensor, function: str, *args: Any, **kwargs: Any) -> Tensor:
+    """The function named ``function`` applied to ``x`` (``N, C, H, W``) viewed channels-last, as
+    ``N, C, H, W`` again: the numbers of the channels-last region it comes from (some kernels,
+    GELU's among them, round differently on other layouts)."""
+    return _function(function)(x.permute(0, 2, 3, 1), *args, **kwargs).permute(0, 3, 1, 2)

@@ -1,10 +1,11 @@
 """Octave layers: they know nothing about graphs, only about (high, low) tensors."""
 from .branchwise import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctGlobalAvgPool, OctMerge, OctSplit,
                          OctStochasticDepth)
+from .channels_last import ChannelLayerNorm, ChannelsLast, OctChannelLayerNorm, PointwiseLinear
 from .channels import ChannelSplit, low_channel_count, parse_alpha
 from .octconv import OctConv2d
 from .octconv_transpose import OctConvTranspose2d
 from .resample import downsample, upsample_to
 
-__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctStochasticDepth", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
+__all__ = ["Branchwise", "ChannelLayerNorm", "ChannelsLast", "ChannelSplit", "ChannelSplitter", "OctChannelLayerNorm", "PointwiseLinear", "OctGlobalAvgPool", "OctStochasticDepth", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "low_channel_count", "parse_alpha", "upsample_to"]

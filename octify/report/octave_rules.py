@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctConv2d, OctConvTranspose2d, OctGlobalAvgPool,
-                      OctMerge, OctSplit)
+from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctChannelLayerNorm, OctConv2d, OctConvTranspose2d,
+                      OctGlobalAvgPool, OctMerge, OctSplit)
 from ..layers.channels import half_size
 from .rules import OpCall, find_rule, register_rule, zero_macs
 
@@ -86,7 +86,7 @@ def _named_function(qualified_name: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-register_rule(OctBatchNorm2d)(zero_macs)
+register_rule(OctBatchNorm2d, OctChannelLayerNorm)(zero_macs)
 register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in MACs)")(zero_macs)
 register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
 register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
