@@ -75,6 +75,37 @@ def test_one_bias_per_output_channel_and_plain_ends(alpha):
     assert isinstance(y, torch.Tensor) == (alpha[1] == 0)
 
 
+def dense_equivalent(conv):
+    """A groups=1 transposed convolution computing ``conv`` (zero weights between groups)."""
+    dense = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                               conv.output_padding)
+    rows, cols = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    with torch.no_grad():
+        dense.weight.zero_()
+        for g in range(conv.groups):
+            dense.weight[g * rows:(g + 1) * rows, g * cols:(g + 1) * cols] = conv.weight[g * rows:(g + 1) * rows]
+        dense.bias.copy_(conv.bias)
+    return dense
+
+
+@pytest.mark.parametrize("channels,groups,alpha", [((8, 12), 4, (0.5, 0.5)), ((8, 12), 4, (0.25, 0.75)),
+                                                   ((8, 12), 2, (0.0, 0.5)), ((8, 8), 8, (0.5, 0.5))])
+@pytest.mark.parametrize("height", [8, 9])
+def test_grouped_layer_matches_its_dense_equivalent(channels, groups, alpha, height):
+    conv = nn.ConvTranspose2d(*channels, 3, stride=2, padding=1, output_padding=1, groups=groups)
+    layer, dense = OctConvTranspose2d.from_conv(conv, alpha), OctConvTranspose2d.from_conv(dense_equivalent(conv), alpha)
+    assert sum(p.numel() for p in layer.parameters()) == sum(p.numel() for p in conv.parameters())
+    high = torch.randn(2, channels[0] - layer.low_in, height, 7)
+    x = (high, torch.randn(2, layer.low_in, (height + 1) // 2, 4)) if layer.low_in else high
+    for got, expected in zip(layer(x), dense(x)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    plain = torch.randn(2, channels[0], height, 7)
+    assert torch.equal(OctConvTranspose2d.from_conv(conv, 0.0)(plain), conv(plain))
+    model = Wrap(layer)
+    inputs = x if isinstance(x, tuple) else (x,)
+    assert cost(model, example_inputs=inputs).macs == measured_macs(model, *inputs)
+
+
 def test_pointwise_network_reproduces_a_block_constant_input_at_alpha_half():
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.ConvTranspose2d(8, 8, 1), nn.ReLU(),
                           nn.ConvTranspose2d(8, 4, 1)).eval()
@@ -106,6 +137,7 @@ def test_macs_match_flop_counter_exactly(geometry, alpha):
 
 
 def test_plain_grouped_transposed_convolution_macs_match_flop_counter():
+    """The report's rule for nn.ConvTranspose2d itself (before any conversion)."""
     model = nn.Sequential(nn.ConvTranspose2d(8, 12, 3, stride=2, padding=1, output_padding=1, groups=4))
     x = torch.randn(2, 8, 7, 5)
     assert cost(model, example_inputs=x).macs == measured_macs(model, x)
@@ -114,8 +146,10 @@ def test_plain_grouped_transposed_convolution_macs_match_flop_counter():
 def test_unsupported_geometries_are_errors_that_say_why():
     with pytest.raises(ValueError, match="dilation 1"):
         OctConvTranspose2d(8, 8, 3, padding=2, dilation=2, alpha=0.5)
-    with pytest.raises(ValueError, match="groups=1"):
-        OctConvTranspose2d(8, 8, 2, stride=2, groups=2, alpha=0.5)
+    with pytest.raises(ValueError, match="in whole groups of 4"):
+        OctConvTranspose2d(8, 8, 2, stride=2, groups=2, alpha=0.1)
+    with pytest.raises(ValueError, match="depthwise"):
+        OctConvTranspose2d(8, 8, 2, stride=2, groups=8, alpha=(0.5, 0.25))
     with pytest.raises(ValueError, match="size-preserving"):
         OctConvTranspose2d(8, 8, 3, alpha=0.5)
     with pytest.raises(ValueError, match="cannot bring the low branch"):
@@ -183,3 +217,19 @@ def test_output_size_at_call_time_stays_plain_with_its_reason():
     assert "output_size= at call time" in conversion.explain()
     with torch.no_grad():
         assert conversion.module(x).shape == model(x).shape
+
+
+def test_grouped_and_depthwise_up_sampling_convert():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.ConvTranspose2d(16, 16, 2, stride=2, groups=16), nn.ReLU(),
+                          nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1, groups=4), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3, padding=1)).eval()
+    x = torch.randn(1, 3, 11, 9)
+    conversion = octify.convert(model, 0.5, example_inputs=(x,))
+    for name in ("3", "5"):
+        layer = conversion.module.get_submodule(name)
+        assert isinstance(layer, OctConvTranspose2d) and layer.low_in and layer.low_out, conversion.explain()
+    with torch.no_grad():
+        assert conversion.module(x).shape == model(x).shape
+        assert torch.equal(octify.convert(model, 0.0, example_inputs=(x,)).module(x), model(x))
+    assert conversion.report.converted.macs == measured_macs(conversion.module, x)

@@ -17,8 +17,10 @@ factor as the high branch; at stride 1 this is ``OctConv2d``'s stride-1 structur
 Supported: stride 1 with size-preserving padding (``2 * padding == kernel_size - 1``),
 stride 2 with any padding and ``output_padding`` whose low size can be reached at every
 input size (kernel 2 / padding 0, kernel 4 / padding 1, kernel 3 / padding 1 with or without
-``output_padding=1``...), dilation 1, ``groups == 1``. Each output channel's bias lives in
-exactly one path, so the parameter count equals a plain ``nn.ConvTranspose2d``'s. With
+``output_padding=1``...), dilation 1. Groups as in ``OctConv2d``: the split falls on group
+boundaries, each group wholly high or wholly low on each side, paths into one branch side by
+side (a depthwise layer has only h2h and l2l). Each output channel's bias lives in exactly one
+path, so the parameter count equals a plain ``nn.ConvTranspose2d``'s. With
 ``alpha == (0, 0)`` the layer is exactly the plain transposed convolution, any geometry.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .channels import AlphaLike, ChannelSplit, as_split, half_size, parse_alpha
-from .octconv import PATH_NAMES, OctConv2d, OctaveTensor, Path, _pair
+from .octconv import OctConv2d, OctaveTensor, Path, _pair
 from .resample import check_branch_sizes, downsample, upsample_to
 
 IntPair = Union[int, Tuple[int, int]]
@@ -44,12 +46,10 @@ def transposed_output_size(size: int, kernel: int, stride: int, padding: int, ou
 
 
 def transposed_geometry_problem(kernel_size: IntPair, stride: IntPair, padding: IntPair, output_padding: IntPair,
-                                dilation: IntPair, groups: int) -> Optional[str]:
+                                dilation: IntPair) -> Optional[str]:
     """Why a transposed convolution with this geometry cannot have octave paths, or None if it can."""
     kernel_size, stride, padding = _pair(kernel_size), _pair(stride), _pair(padding)
     output_padding, dilation = _pair(output_padding), _pair(dilation)
-    if groups != 1:
-        return f"supports groups=1, got groups={groups}"
     if dilation != (1, 1):
         return f"supports dilation 1, got {dilation}"
     if stride[0] != stride[1] or stride[0] not in (1, 2):
@@ -87,10 +87,15 @@ class OctConvTranspose2d(nn.Module):
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         self.output_padding, self.dilation = _pair(output_padding), _pair(dilation)
-        self.low_in = as_split(in_channels, alpha_in).n_low
-        self.low_out = as_split(out_channels, alpha_out).n_low
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        in_unit, out_unit = (1, 1) if groups == 1 else (in_channels // groups, out_channels // groups)
+        self.low_in = as_split(in_channels, alpha_in, in_unit).n_low
+        self.low_out = as_split(out_channels, alpha_out, out_unit).n_low
         self.high_in, self.high_out = in_channels - self.low_in, out_channels - self.low_out
-        OctConv2d._check_split(self, alpha_in, in_channels, self.low_in, "in")  # the same messages
+        # OctConv2d's checks, messages and path plan: the channel bookkeeping is the same.
+        OctConv2d._check_split(self, alpha_in, in_channels, self.low_in, "in")
         OctConv2d._check_split(self, alpha_out, out_channels, self.low_out, "out")
         self.is_plain = self.low_in == 0 and self.low_out == 0
         if self.is_plain:
@@ -99,22 +104,20 @@ class OctConvTranspose2d(nn.Module):
                                           groups, bias, dilation, **factory)
             return
         problem = transposed_geometry_problem(self.kernel_size, self.stride, self.padding, self.output_padding,
-                                              self.dilation, groups)
+                                              self.dilation)
         if problem:
             raise ValueError(f"OctConvTranspose2d {problem}")
-        sizes_in = {False: self.high_in, True: self.low_in}
-        sizes_out = {False: self.high_out, True: self.low_out}
-        self.paths = [Path(name, src, dst, (0, sizes_in[src]), (0, sizes_out[dst]), 1)
-                      for name, src, dst in zip(PATH_NAMES, (False, False, True, True), (False, True, False, True))
-                      if sizes_in[src] and sizes_out[dst]]
-        names = {path.name for path in self.paths}
-        owners = {"h2h", "l2l" if "l2l" in names else "h2l"} if bias else set()
+        if groups == in_channels == out_channels and self.low_in != self.low_out:
+            raise ValueError(f"depthwise OctConvTranspose2d (groups={groups}) needs alpha_in == alpha_out; "
+                             f"got {self.low_in} and {self.low_out} low channels")
+        self.paths = OctConv2d._plan_paths(self, in_unit, out_unit)
+        owners = OctConv2d._bias_owners(self) if bias else set()
         for path in self.paths:
             # Only h2h keeps the original output_padding; the low paths choose theirs per call.
             extra = self.output_padding if path.name == "h2h" else 0
-            setattr(self, path.name, nn.ConvTranspose2d(sizes_in[path.src_low], sizes_out[path.dst_low],
-                                                        self.kernel_size, self.stride, self.padding, extra, 1,
-                                                        path.name in owners, 1, **factory))
+            setattr(self, path.name, nn.ConvTranspose2d(
+                path.in_range[1] - path.in_range[0], path.out_range[1] - path.out_range[0], self.kernel_size,
+                self.stride, self.padding, extra, path.groups, path.name in owners, 1, **factory))
 
     @classmethod
     def from_conv(cls, conv: nn.ConvTranspose2d, alpha: AlphaLike = 0.5, *,
@@ -124,12 +127,16 @@ class OctConvTranspose2d(nn.Module):
 
         ``in_split`` / ``out_split`` say which original channels are low (any assignment);
         by default they follow ``alpha``. With ``alpha=0`` the result computes exactly ``conv``.
+        Grouped layers need their low channels last, in whole groups (as ``OctConv2d``).
         """
+        groups = conv.groups
+        in_unit, out_unit = (1, 1) if groups == 1 else (conv.in_channels // groups, conv.out_channels // groups)
         alpha_in, alpha_out = parse_alpha(alpha)
-        in_split = as_split(conv.in_channels, in_split if in_split is not None else alpha_in)
-        out_split = as_split(conv.out_channels, out_split if out_split is not None else alpha_out)
-        if conv.groups != 1 and (in_split.n_low or out_split.n_low):
-            raise ValueError(f"OctConvTranspose2d supports groups=1, got groups={conv.groups}")
+        in_split = as_split(conv.in_channels, in_split if in_split is not None else alpha_in, in_unit)
+        out_split = as_split(conv.out_channels, out_split if out_split is not None else alpha_out, out_unit)
+        depthwise_same = groups == conv.in_channels == conv.out_channels and in_split.low == out_split.low
+        if groups > 1 and not depthwise_same and not (in_split.is_trailing and out_split.is_trailing):
+            raise ValueError(f"grouped transposed conv (groups={groups}) needs its low channels last on both sides")
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.output_padding, conv.groups, conv.bias is not None, conv.dilation,
                     alpha=(in_split.alpha, out_split.alpha), device="meta")  # every weight is copied below
@@ -140,9 +147,13 @@ class OctConvTranspose2d(nn.Module):
                 layer.h2h.load_state_dict(conv.state_dict())
                 return layer.train(conv.training)
             for path, target in layer.path_convs():
-                rows = torch.tensor(in_split.branch_index(path.src_low), dtype=torch.long, device=device)
-                cols = torch.tensor(out_split.branch_index(path.dst_low), dtype=torch.long, device=device)
-                target.weight.copy_(conv.weight.index_select(0, rows).index_select(1, cols))
+                # The weight is (in_channels, out_channels / groups, kh, kw): rows are input channels.
+                rows = torch.tensor(in_split.branch_index(path.src_low)[slice(*path.in_range)], dtype=torch.long,
+                                    device=device)
+                cols = torch.tensor(out_split.branch_index(path.dst_low)[slice(*path.out_range)], dtype=torch.long,
+                                    device=device)
+                weight = conv.weight.index_select(0, rows)
+                target.weight.copy_(weight.index_select(1, cols) if groups == 1 else weight)
                 if target.bias is not None:
                     target.bias.copy_(conv.bias.index_select(0, cols))
         return layer.train(conv.training)
@@ -180,23 +191,37 @@ class OctConvTranspose2d(nn.Module):
             if not isinstance(x, Tensor):
                 raise TypeError("OctConvTranspose2d with alpha_in=0 expects a single tensor")
             high, low = x, None
-        high_out = self.h2h(high)
-        low_size = half_size(high_out.shape[-2:])
-        if self.low_in:
-            high_out = high_out + upsample_to(self._to_size(self.l2h, low, low_size), high_out.shape[-2:])
-        if not self.low_out:
-            return high_out
-        low_out = self._to_size(self.h2l, downsample(high), low_size)
-        if self.low_in:
-            low_out = low_out + self._to_size(self.l2l, low, low_size)
-        return high_out, low_out
+        outputs: dict = {False: [], True: []}
+        high_size = low_size = None
+        for path, conv in self.path_convs():  # h2h first: it sets the sizes
+            source = low if path.src_low else high
+            source = downsample(source) if path.name == "h2l" else source
+            start, stop = path.in_range
+            if start or stop != source.shape[1]:
+                source = source[:, start:stop]
+            if path.name == "h2h":
+                y = conv(source)
+                high_size, low_size = y.shape[-2:], half_size(y.shape[-2:])
+            else:
+                y = self._to_size(conv, source, low_size)
+                if path.name == "l2h":
+                    y = upsample_to(y, high_size)
+            outputs[path.dst_low].append(y)
+        high_out = self._combine(outputs[False])
+        return (high_out, self._combine(outputs[True])) if self.low_out else high_out
+
+    def _combine(self, parts: List[Tensor]) -> Tensor:
+        """Paths into one branch: summed, or side by side when grouped (each writes its own groups)."""
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts, dim=1) if self.groups > 1 else parts[0] + parts[1]
 
     def _to_size(self, conv: nn.ConvTranspose2d, x: Tensor, size: Sequence[int]) -> Tensor:
         """``conv(x)`` at ``size``: the output_padding that reaches it, then a bottom/right crop."""
         natural = [transposed_output_size(n, k, s, p) for n, k, s, p in
                    zip(x.shape[-2:], self.kernel_size, self.stride, self.padding)]
         extra = tuple(max(0, target - n) for target, n in zip(size, natural))
-        y = F.conv_transpose2d(x, conv.weight, conv.bias, self.stride, self.padding, extra)
+        y = F.conv_transpose2d(x, conv.weight, conv.bias, self.stride, self.padding, extra, conv.groups)
         if tuple(y.shape[-2:]) != tuple(size):
             y = y[..., :size[0], :size[1]]
         return y

@@ -22,7 +22,7 @@ def check_transposed(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[s
     if feature_shape(next(iter(feature_args(node)), None)) is None or feature_shape(node) is None:
         return "not applied to a 4-d feature map"
     problem = transposed_geometry_problem(conv.kernel_size, conv.stride, conv.padding, conv.output_padding,
-                                          conv.dilation, conv.groups)
+                                          conv.dilation)
     return f"octave paths need a different geometry: OctConvTranspose2d {problem}" if problem else None
 
 
