@@ -89,6 +89,12 @@ def cat(parts: Sequence[Union[OctaveTensor, Tensor]], dim: int = 1) -> OctaveTen
 
 
 @graph_leaf
+def split_channels(x: Tensor, n_high: int, dim: int = 1) -> OctaveTensor:
+    """A per-channel tensor's first ``n_high`` channels along ``dim`` and the rest: its high and low parts."""
+    return x.narrow(dim, 0, n_high), x.narrow(dim, n_high, x.shape[dim] - n_high)
+
+
+@graph_leaf
 def size(x: OctaveTensor, dim: Union[int, None] = None) -> Union[torch.Size, int]:
     """The size the merged (plain) tensor would have."""
     high, low = x

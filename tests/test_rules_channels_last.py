@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import octify
 from octify import OctConv2d
@@ -131,6 +132,9 @@ def test_convnext_block_network_converts():
     ratio = measured_macs(converted, x) / measured_macs(model, x)
     assert conversion.report.converted.macs / conversion.report.original.macs == ratio
     assert ratio < 0.55
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():  # gamma is no module's input
+        converted(x)
+    assert counter.get_total_flops() // 2 == conversion.report.converted.macs
     odd = torch.randn(1, 3, 21, 15)
     with torch.no_grad():
         assert converted(odd).shape == model(odd).shape

@@ -91,7 +91,8 @@ register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in 
 register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
 register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
                                        "(not in MACs)")(zero_macs)
-register_rule(ChannelSplitter, remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
+register_rule(ChannelSplitter, ops.split_channels,
+              remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
 
 
 @register_rule(OctConvTranspose2d)

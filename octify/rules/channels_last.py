@@ -127,10 +127,10 @@ def channels_first(module: fx.GraphModule) -> fx.GraphModule:
 
 def _to_channels_first(module: fx.GraphModule, node: fx.Node, kind: str) -> None:
     if kind == "linear":
-        module.set_submodule(node.target, PointwiseLinear.from_linear(module.get_submodule(node.target)))
+        module.add_submodule(node.target, PointwiseLinear.from_linear(module.get_submodule(node.target)))
     elif kind == "norm":
         norm = module.get_submodule(node.target)
-        module.set_submodule(node.target, ChannelLayerNorm.from_parameters(
+        module.add_submodule(node.target, ChannelLayerNorm.from_parameters(
             norm.normalized_shape[0], norm.weight, norm.bias, norm.eps).train(norm.training))
     elif kind == "layer_norm":
         node = _layer_norm_module(module, node)
