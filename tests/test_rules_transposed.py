@@ -93,7 +93,8 @@ def dense_equivalent(conv):
 @pytest.mark.parametrize("height", [8, 9])
 def test_grouped_layer_matches_its_dense_equivalent(channels, groups, alpha, height):
     conv = nn.ConvTranspose2d(*channels, 3, stride=2, padding=1, output_padding=1, groups=groups)
-    layer, dense = OctConvTranspose2d.from_conv(conv, alpha), OctConvTranspose2d.from_conv(dense_equivalent(conv), alpha)
+    layer = OctConvTranspose2d.from_conv(conv, alpha)
+    dense = OctConvTranspose2d.from_conv(dense_equivalent(conv), alpha)
     assert sum(p.numel() for p in layer.parameters()) == sum(p.numel() for p in conv.parameters())
     high = torch.randn(2, channels[0] - layer.low_in, height, 7)
     x = (high, torch.randn(2, layer.low_in, (height + 1) // 2, 4)) if layer.low_in else high

@@ -1,9 +1,10 @@
 """Channels-last operations (``Linear`` and ``LayerNorm`` over the last dimension of an
 ``N, H, W, C`` tensor, as in ConvNeXt blocks) expressed on ``N, C, H, W`` feature maps.
 
-``PointwiseLinear``, ``ChannelLayerNorm`` and ``ChannelsLast`` (for element-wise modules) take and
-return ``N, C, H, W`` maps, and compute exactly what the channels-last layer computes between ``permute(0, 2, 3, 1)`` and
-``permute(0, 3, 1, 2)`` (they permute internally, so the numbers are the same). A pointwise
+``PointwiseLinear``, ``ChannelLayerNorm`` and ``ChannelsLast`` (for element-wise modules)
+take and return ``N, C, H, W`` maps, and compute exactly what the channels-last layer
+computes between ``permute(0, 2, 3, 1)`` and ``permute(0, 3, 1, 2)`` (they permute
+internally, so the numbers are the same). A pointwise
 linear layer is a 1x1 convolution on the channels (:meth:`PointwiseLinear.as_conv`).
 
 ``OctChannelLayerNorm`` normalizes each branch of an octave tensor over its own channels,

@@ -6,10 +6,11 @@ so that every op in it works on the ``N, C, H, W`` map: ``nn.Linear`` becomes
 ``PointwiseLinear`` (a 1x1 convolution over the channels), ``nn.LayerNorm`` / ``F.layer_norm``
 over the channels becomes ``ChannelLayerNorm``, element-wise activations and dropout run through
 ``ChannelsLast`` (modules) or ``ops.channels_last`` (functions), and both permutes go. Each
-new op permutes internally, so the rewritten graph computes exactly the same numbers. A region is rewritten only when every path from its
-first permute reaches a permute back through these ops alone; otherwise it stays as it is
-(a boundary). The rules below then make ``PointwiseLinear`` an octave 1x1 convolution and
-``ChannelLayerNorm`` a per-branch norm (each branch over its own channels).
+new op permutes internally, so the rewritten graph computes exactly the same numbers. A
+region is rewritten only when every path from its first permute reaches a permute back
+through these ops alone; otherwise it stays as it is (a boundary). The rules below then make
+``PointwiseLinear`` an octave 1x1 convolution and ``ChannelLayerNorm`` a per-branch norm
+(each branch over its own channels).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _permutation(node: fx.Node) -> Optional[Tuple[int, ...]]:
     """The dims of a ``permute`` node (``torch.permute`` or ``.permute()``), else None."""
     if node.op == "call_function" and node.target is torch.permute or \
             node.op == "call_method" and node.target == "permute":
-        dims = node.args[1:] if len(node.args) > 2 else (node.args[1] if len(node.args) > 1 else node.kwargs.get("dims"))
+        dims = node.args[1] if len(node.args) == 2 else node.args[1:] or node.kwargs.get("dims")
         if isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims) and len(dims) == 4:
             return tuple(d % 4 for d in dims)
     return None
@@ -73,9 +74,13 @@ def _channels_last_op(node: fx.Node, modules: Dict[str, nn.Module], channels: in
     return None
 
 
-def _region(start: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Tuple[List[Tuple[fx.Node, str]], List[fx.Node]]]:
-    """The ops between ``start`` (a permute to channels last) and its permutes back, or None."""
-    ops: List[Tuple[fx.Node, str]] = []
+Region = Tuple[List[Tuple[fx.Node, str]], List[fx.Node]]
+
+
+def _region(start: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Region]:
+    """The ops between ``start`` (a permute to channels last) and its permutes back, with their
+    kinds, and those permutes; None when the region has an op without a channels-first form."""
+    members: List[Tuple[fx.Node, str]] = []
     ends: List[fx.Node] = []
     pending = [start]
     while pending:
@@ -90,10 +95,10 @@ def _region(start: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Tuple[Lis
             kind = _channels_last_op(user, modules, int(value.shape[-1]))
             if kind is None or user.args[0] is not node:
                 return None
-            if user not in {op for op, _ in ops}:
-                ops.append((user, kind))
+            if user not in {member for member, _ in members}:
+                members.append((user, kind))
                 pending.append(user)
-    return (ops, ends) if ends else None
+    return (members, ends) if ends else None
 
 
 def channels_first(module: fx.GraphModule) -> fx.GraphModule:
@@ -113,9 +118,9 @@ def channels_first(module: fx.GraphModule) -> fx.GraphModule:
         region = _region(start, modules)
         if region is None or any(kind in ("linear", "norm") and calls[op.target] > 1 for op, kind in region[0]):
             continue
-        ops, ends = region
-        for op, kind in ops:
-            _to_channels_first(result, op, kind)
+        members, ends = region
+        for member, kind in members:
+            _to_channels_first(result, member, kind)
         start.replace_all_uses_with(start.args[0])
         for end in ends:
             end.replace_all_uses_with(end.args[0])
@@ -154,8 +159,9 @@ def _layer_norm_module(module: fx.GraphModule, node: fx.Node) -> fx.Node:
     layer = ChannelLayerNorm.from_parameters(
         int(bound["normalized_shape"][0]), None if weight is None else module.get_parameter(weight.target),
         None if bias is None else module.get_parameter(bias.target), bound.get("eps", 1e-5))
-    if any(n.op == "call_module" and n.target == name for n in module.graph.nodes):
-        name = node.name
+    others = [n for n in module.graph.nodes if n.op in ("call_module", "get_attr") and n not in (weight, bias)]
+    if any(n.target == name or n.target.startswith(f"{name}.") for n in others):
+        name = node.name  # the weight's owner holds more than this norm
     module.add_submodule(name, layer)
     with module.graph.inserting_before(node):
         new = module.graph.call_module(name, (bound["input"],))
