@@ -155,6 +155,11 @@ def test_unsupported_geometries_are_errors_that_say_why():
         OctConvTranspose2d(8, 8, 3, alpha=0.5)
     with pytest.raises(ValueError, match="cannot bring the low branch"):
         OctConvTranspose2d(8, 8, 2, stride=2, padding=1, output_padding=1, alpha=0.5)
+    layer = OctConvTranspose2d(8, 8, 2, stride=2, alpha=0.5)
+    with pytest.raises(ValueError, match="expects 4 high and 4 low channels"):
+        layer((torch.randn(1, 5, 6, 6), torch.randn(1, 3, 3, 3)))
+    with pytest.raises(ValueError, match="ceil of half"):
+        layer((torch.randn(1, 4, 6, 6), torch.randn(1, 4, 2, 3)))
 
 
 def block(inputs, outputs):

@@ -5,7 +5,10 @@ from .channels_last import ChannelLayerNorm, ChannelsLast, OctChannelLayerNorm, 
 from .channels import ChannelSplit, low_channel_count, parse_alpha
 from .octconv import OctConv2d
 from .octconv_transpose import OctConvTranspose2d
+from .pooling import OctGlobalMaxPool, OctInterpolate, OctPool2d
 from .resample import downsample, upsample_to
 
-__all__ = ["Branchwise", "ChannelLayerNorm", "ChannelsLast", "ChannelSplit", "ChannelSplitter", "OctChannelLayerNorm", "PointwiseLinear", "OctGlobalAvgPool", "OctStochasticDepth", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
+__all__ = ["Branchwise", "ChannelLayerNorm", "ChannelsLast", "ChannelSplit", "ChannelSplitter", "OctChannelLayerNorm",
+           "PointwiseLinear", "OctGlobalAvgPool", "OctGlobalMaxPool", "OctInterpolate", "OctPool2d",
+           "OctStochasticDepth", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "low_channel_count", "parse_alpha", "upsample_to"]

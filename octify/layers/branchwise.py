@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from .channels import ChannelSplit
-from .resample import check_branch_sizes, downsample, upsample_to
+from .checks import octave_input, plain_input
+from .resample import downsample, upsample_to
 
 OctaveTensor = Tuple[Tensor, Tensor]
 
@@ -24,7 +25,7 @@ class Branchwise(nn.Module):
         self.module = module
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, f"Branchwise({type(self.module).__name__})")
         return self.module(high), self.module(low)
 
 
@@ -62,7 +63,7 @@ class OctBatchNorm2d(nn.Module):
         return layer
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, "OctBatchNorm2d", (self.split.n_high, self.split.n_low))
         return self.bn_h(high), self.bn_l(low)
 
     def extra_repr(self) -> str:
@@ -81,8 +82,7 @@ class OctSplit(nn.Module):
         _register_branch_indices(self, split)
 
     def forward(self, x: Tensor) -> OctaveTensor:
-        if x.shape[1] != self.split.channels:
-            raise ValueError(f"OctSplit expects {self.split.channels} channels, got {x.shape[1]}")
+        plain_input(x, "OctSplit", self.split.channels)
         if self.split.is_trailing:
             return x[:, :self.n_high], downsample(x[:, self.n_high:])
         return x.index_select(1, self.high_index), downsample(x.index_select(1, self.low_index))
@@ -102,8 +102,7 @@ class OctMerge(nn.Module):
         _register_inverse_order(self, split)
 
     def forward(self, x: OctaveTensor) -> Tensor:
-        high, low = x
-        check_branch_sizes(high, low, "OctMerge")
+        high, low = octave_input(x, "OctMerge", (self.split.n_high, self.split.n_low))
         merged = torch.cat([high, upsample_to(low, high.shape[-2:])], dim=1)
         if self.split.is_trailing:
             return merged
@@ -169,7 +168,7 @@ class OctGlobalAvgPool(nn.Module):
         _register_inverse_order(self, split)
 
     def forward(self, x: OctaveTensor) -> Tensor:
-        high, low = x
+        high, low = octave_input(x, "OctGlobalAvgPool", (self.split.n_high, self.split.n_low))
         size = high.shape[-2:]
         if size[0] % 2 or size[1] % 2:
             low = upsample_to(low, size)
@@ -192,7 +191,7 @@ class OctStochasticDepth(nn.Module):
         self.p, self.mode = p, mode
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, "OctStochasticDepth")
         if not self.training or self.p == 0.0:
             return high, low
         survival = 1.0 - self.p

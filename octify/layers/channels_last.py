@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .channels import ChannelSplit
+from .checks import octave_input
 from .octconv import OctaveTensor
 
 TO_CHANNELS_LAST, TO_CHANNELS_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)
@@ -102,7 +103,7 @@ class OctChannelLayerNorm(nn.Module):
         self.norm_h, self.norm_l = (_sliced(norm, split.branch_index(low)) for low in (False, True))
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, "OctChannelLayerNorm", (self.split.n_high, self.split.n_low))
         return self.norm_h(high), self.norm_l(low)
 
     def extra_repr(self) -> str:

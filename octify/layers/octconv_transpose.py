@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .channels import AlphaLike, ChannelSplit, as_split, half_size, parse_alpha
+from .checks import octave_input, plain_input
 from .octconv import OctConv2d, OctaveTensor, Path, _pair
-from .resample import check_branch_sizes, downsample, upsample_to
+from .resample import downsample, upsample_to
 
 IntPair = Union[int, Tuple[int, int]]
 SIZE_CHECK_LIMIT = 16  # the size rule repeats with period 2 in the input size
@@ -183,14 +184,9 @@ class OctConvTranspose2d(nn.Module):
         if self.is_plain:
             return self.h2h(x)
         if self.low_in:
-            if not isinstance(x, (tuple, list)) or len(x) != 2:
-                raise TypeError(f"OctConvTranspose2d with alpha_in={self.alpha_in:g} expects a (high, low) pair")
-            high, low = x
-            check_branch_sizes(high, low, "OctConvTranspose2d input")
+            high, low = octave_input(x, "OctConvTranspose2d", (self.high_in, self.low_in))
         else:
-            if not isinstance(x, Tensor):
-                raise TypeError("OctConvTranspose2d with alpha_in=0 expects a single tensor")
-            high, low = x, None
+            high, low = plain_input(x, "OctConvTranspose2d (alpha_in=0)", self.in_channels), None
         outputs: dict = {False: [], True: []}
         high_size = low_size = None
         for path, conv in self.path_convs():  # h2h first: it sets the sizes

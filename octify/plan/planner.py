@@ -22,6 +22,7 @@ from torch import fx, nn
 from ..layers.channels import ChannelSplit, low_channel_count
 from ..notes import Note
 from ..rules import registry
+from ..rules.concat import parts_and_dim
 from ..rules.registry import BOUNDARY, CAT, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
 from .facts import channels, feature_args, feature_shape, is_feature_map, spatial
 from .schedule import Schedule
@@ -177,7 +178,7 @@ class Planner:
         derived = set()
         for node in concats:
             parts = [ChannelSplit.trailing(channels(p), 0) if layouts.get(p) is None else layouts[p]
-                     for p in feature_args(node)]
+                     for p in parts_and_dim(node)[0]]
             derived.add(ChannelSplit.concat(parts))
         if len(derived) > 1:
             return None, "concats joined by an add disagree on which channels are low"

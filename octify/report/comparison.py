@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import ops
 from ..capture.tracer import LeafSpec
-from ..layers import ChannelSplitter, OctGlobalAvgPool, OctMerge, OctSplit
+from ..layers import ChannelSplitter, OctGlobalAvgPool, OctGlobalMaxPool, OctMerge, OctSplit
 from ..notes import Note
 from . import formatting
 from .costs import DEFAULT_DEPTH, SCHEMA_VERSION, UNITS, LayerCost, ModelCost
@@ -28,7 +28,8 @@ from .exports import csv_text, dataframe
 from .grouping import group, subtotals
 
 RATIO_KEYS = ("macs", "params", "activation_bytes", "peak_activation_bytes")
-BOUNDARY_OPS = tuple(op.__name__ for op in (OctSplit, OctMerge, OctGlobalAvgPool, ChannelSplitter, ops.split_channels))
+BOUNDARY_OPS = tuple(op.__name__ for op in (OctSplit, OctMerge, OctGlobalAvgPool, OctGlobalMaxPool, ChannelSplitter,
+                                            ops.split_channels))
 Section = Tuple[str, List[str]]
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .. import ops
 from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctChannelLayerNorm, OctConv2d, OctConvTranspose2d,
-                      OctGlobalAvgPool, OctMerge, OctSplit)
+                      OctGlobalAvgPool, OctGlobalMaxPool, OctMerge, OctSplit)
 from ..layers.channels import half_size
 from .rules import OpCall, find_rule, register_rule, zero_macs
 
@@ -91,6 +91,7 @@ register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in 
 register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
 register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
                                        "(not in MACs)")(zero_macs)
+register_rule(OctGlobalMaxPool, remark="global max pooling of both branches into one plain tensor")(zero_macs)
 register_rule(ChannelSplitter, ops.split_channels,
               remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
 

@@ -1,5 +1,6 @@
 """Op rules, one registry (see :mod:`octify.rules.registry`); importing this package registers them all."""
-from . import branchwise, channels_last, concat, convolution, elementwise, reduction, transposed  # noqa: F401  (registration)
+from . import (branchwise, channels_last, concat, convolution, elementwise, pooling, reduction,  # noqa: F401
+               transposed)  # (registration)
 from .registry import RULES, Rule, find_rule, register
 
 __all__ = ["RULES", "Rule", "find_rule", "register"]

@@ -1,9 +1,8 @@
-"""Ops that run on each branch unchanged: activations, BatchNorm, dropout, pooling, stochastic depth."""
+"""Ops that run on each branch unchanged: activations, BatchNorm, dropout, stochastic depth."""
 from __future__ import annotations
 
 import copy
-import inspect
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,73 +20,14 @@ if TYPE_CHECKING:
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
                nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Mish, nn.Identity)
 DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
-POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.sigmoid,
                         F.sigmoid, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.hardtanh, F.mish, F.dropout,
                         F.dropout2d, F.relu_, torch.relu_)
-POOL_FUNCTIONS = (F.max_pool2d, F.avg_pool2d)
-POOL_SIGNATURES = {
-    F.max_pool2d: inspect.Signature.from_callable(
-        lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: 0),
-    F.avg_pool2d: inspect.Signature.from_callable(
-        lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-        divisor_override=None: 0),
-}
-SIZE_CHECK_LIMIT = 1024
 ACTIVATION_METHODS = ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_")
 
 
 def _first_input(node: fx.Node) -> fx.Node:
     return next(iter(feature_args(node)))
-
-
-def _pool_output(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling output size along one dimension."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-def _pool_geometry(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Dict[str, Any]]:
-    if node.op == "call_module":
-        pool = modules[node.target]
-        params = {"kernel_size": pool.kernel_size, "stride": pool.stride, "padding": pool.padding,
-                  "dilation": getattr(pool, "dilation", 1), "ceil_mode": pool.ceil_mode}
-        extra = getattr(pool, "return_indices", False) or getattr(pool, "divisor_override", None)
-    else:
-        signature = POOL_SIGNATURES[node.target]
-        try:
-            bound = signature.bind(*node.args, **node.kwargs)
-        except TypeError:
-            return None
-        bound.apply_defaults()
-        params = {k: bound.arguments.get(k, 1) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
-        params["stride"] = params["stride"] or params["kernel_size"]
-        extra = bound.arguments.get("return_indices") or bound.arguments.get("divisor_override")
-    return None if extra else params
-
-
-def check_pooling(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
-    """Per-branch pooling must keep the low branch at ceil(half) of the high branch at every input size."""
-    params = _pool_geometry(node, modules)
-    if params is None:
-        return "pooling with indices or a divisor override has no octave rule"
-    per_dim = [tuple(_pair(params[k])[d] for k in ("kernel_size", "stride", "padding", "dilation")) + (
-        bool(params["ceil_mode"]),) for d in (0, 1)]
-    for kernel, stride, padding, dilation, ceil_mode in per_dim:
-        for size in range(2, SIZE_CHECK_LIMIT):
-            high = _pool_output(size, kernel, stride, padding, dilation, ceil_mode)
-            low = _pool_output((size + 1) // 2, kernel, stride, padding, dilation, ceil_mode)
-            if high > 0 and low != (high + 1) // 2:
-                return (f"this pooling (kernel {kernel}, stride {stride}, padding {padding}) would leave the "
-                        f"low branch off half the high size for {size}-pixel inputs")
-    return None
-
-
-def _pair(value: Any) -> Tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def rewrite_branch_module(node: fx.Node, ctx: "RewriteContext") -> None:
@@ -161,10 +101,8 @@ except ImportError:  # pragma: no cover - torchvision is a dependency, but the r
     StochasticDepth = None
 
 register(Rule(PER_BRANCH, rewrite_branch_module), *ACTIVATIONS, *DROPOUTS)
-register(Rule(PER_BRANCH, rewrite_branch_module, check_pooling), *POOLS)
 register(Rule(PER_BRANCH, rewrite_batchnorm), nn.BatchNorm2d)
 register(Rule(PER_BRANCH, rewrite_branch_function), *ACTIVATION_FUNCTIONS)
-register(Rule(PER_BRANCH, rewrite_branch_function, check_pooling), *POOL_FUNCTIONS)
 register(Rule(PER_BRANCH, rewrite_branch_method), *(("method", name) for name in ACTIVATION_METHODS))
 if StochasticDepth is not None:
     register(Rule(PER_BRANCH, rewrite_stochastic_depth), StochasticDepth)

@@ -6,11 +6,11 @@ its octave form. Supporting a new op is one :func:`register` call (and a test).
 Categories:
 
 * ``CONV``: becomes an OctConv2d; its output split is decided by the schedule.
-* ``PER_BRANCH``: runs on each branch; output split = input split (activations, BN, pooling).
+* ``PER_BRANCH``: runs on each branch; output split = input split (activations, BN, pooling, resizing).
 * ``ELEMENTWISE``: add/sub/mul/div; same-shape feature maps must share one split, per-channel
   vectors are split by channel, scalars apply to both branches.
 * ``CAT``: channel concat; the output split is the concatenation of the inputs' splits.
-* ``GLOBAL_POOL``: global average pooling of an octave tensor to a plain vector.
+* ``GLOBAL_POOL``: global average or max pooling of an octave tensor to a plain vector.
 * ``SHAPE``: reads the size of a tensor; answered without merging.
 * ``BOUNDARY``: anything else: octave inputs are merged back to plain tensors first.
 """
