@@ -14,12 +14,13 @@ from .capture import FIXED_SHAPES, capture
 from .capture.tracer import LeafSpec
 from .notes import Note
 from .plan import Schedule, make_plan
+from .plan.facts import conv_name
 from .plan.schedule import ScheduleLike
 from .ops import accepted_shape
 from .report import Report, build_report
+from .rewrite import guard_input_shapes, rewrite
 from .rules.channels_last import channels_first
 from .rules.registry import CONV, find_rule
-from .rewrite import guard_input_shapes, rewrite
 from .verify import check_same_outputs
 
 
@@ -65,8 +66,8 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     prepared = channels_first(captured.module)
     plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem)
     modules = dict(prepared.named_modules())
-    schedule.warn_unused(str(n.target) for n in prepared.graph.nodes
-                         if n.op == "call_module" and getattr(find_rule(n, modules), "category", None) == CONV)
+    schedule.warn_unused(conv_name(n) for n in prepared.graph.nodes
+                         if (rule := find_rule(n, modules)) is not None and rule.category == CONV)
     module, edge_notes = rewrite(prepared, plan)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
     if captured.method == FIXED_SHAPES:

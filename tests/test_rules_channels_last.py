@@ -141,7 +141,7 @@ def test_convnext_block_network_converts():
 
 
 def test_torchvision_convnext_tiny_mac_ratio():
-    """At 224x224 the ratio is 0.554 (README); at 128x128 the same stages are at least min_size."""
+    """At 224x224 the ratio is 0.544 (README); at 128x128 the same stages are at least min_size."""
     model = torchvision.models.convnext_tiny(weights=None).eval()
     x = torch.randn(1, 3, 128, 128)
     conversion = octify.convert(model, 0.5, example_inputs=(x,))

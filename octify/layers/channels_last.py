@@ -25,9 +25,10 @@ TO_CHANNELS_LAST, TO_CHANNELS_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
 class PointwiseLinear(nn.Linear):
-    """``nn.Linear`` over the channels of an ``N, C, H, W`` map (same parameters, same numbers)."""
+    """``nn.Linear`` over the channels of an ``N, C, H, W`` map (same parameters, same numbers);
+    it describes itself as the 1x1 convolution it is (``kernel_size``, ``stride``, ...)."""
 
-    groups = 1
+    kernel_size, stride, padding, dilation, groups = (1, 1), (1, 1), (0, 0), (1, 1), 1
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "PointwiseLinear":

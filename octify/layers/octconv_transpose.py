@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .channels import AlphaLike, ChannelSplit, as_split, half_size, parse_alpha
 from .checks import octave_input, plain_input
-from .octconv import OctConv2d, OctaveTensor, Path, _pair
+from .octconv import OctaveConvBase, OctaveTensor, Path, _pair
 from .resample import downsample, upsample_to
 
 IntPair = Union[int, Tuple[int, int]]
@@ -96,8 +96,8 @@ class OctConvTranspose2d(nn.Module):
         self.low_out = as_split(out_channels, alpha_out, out_unit).n_low
         self.high_in, self.high_out = in_channels - self.low_in, out_channels - self.low_out
         # OctConv2d's checks, messages and path plan: the channel bookkeeping is the same.
-        OctConv2d._check_split(self, alpha_in, in_channels, self.low_in, "in")
-        OctConv2d._check_split(self, alpha_out, out_channels, self.low_out, "out")
+        OctaveConvBase._check_split(self, alpha_in, in_channels, self.low_in, "in")
+        OctaveConvBase._check_split(self, alpha_out, out_channels, self.low_out, "out")
         self.is_plain = self.low_in == 0 and self.low_out == 0
         if self.is_plain:
             self.paths: List[Path] = [Path("h2h", False, False, (0, in_channels), (0, out_channels), groups)]
@@ -111,8 +111,8 @@ class OctConvTranspose2d(nn.Module):
         if groups == in_channels == out_channels and self.low_in != self.low_out:
             raise ValueError(f"depthwise OctConvTranspose2d (groups={groups}) needs alpha_in == alpha_out; "
                              f"got {self.low_in} and {self.low_out} low channels")
-        self.paths = OctConv2d._plan_paths(self, in_unit, out_unit)
-        owners = OctConv2d._bias_owners(self) if bias else set()
+        self.paths = OctaveConvBase._plan_paths(self, in_unit, out_unit)
+        owners = OctaveConvBase._bias_owners(self) if bias else set()
         for path in self.paths:
             # Only h2h keeps the original output_padding; the low paths choose theirs per call.
             extra = self.output_padding if path.name == "h2h" else 0
@@ -158,6 +158,10 @@ class OctConvTranspose2d(nn.Module):
                 if target.bias is not None:
                     target.bias.copy_(conv.bias.index_select(0, cols))
         return layer.train(conv.training)
+
+    def _path_geometry(self, low_res: bool) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        """(dilation, padding) of a path, for the shared path plan: every path has the layer's."""
+        return self.dilation, self.padding
 
     # -- introspection ------------------------------------------------------------------------
     @property
