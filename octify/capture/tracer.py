@@ -21,10 +21,13 @@ from .. import layers
 
 LeafSpec = Union[str, Type[nn.Module]]
 _MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
-OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.FunctionalOctConv2d, layers.OctBatchNorm2d,
-                                              layers.Branchwise, layers.OctSplit, layers.OctMerge, layers.OctPool2d,
-                                              layers.OctInterpolate, layers.PerBranch, layers.OctBatchNormFunction,
-                                              layers.OctGroupNormFunction, layers.OctPReLUFunction)
+OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.FunctionalOctConv2d, layers.OctConvTranspose2d,
+                                              layers.OctBatchNorm2d, layers.Branchwise, layers.OctSplit,
+                                              layers.OctMerge, layers.OctPool2d, layers.OctInterpolate,
+                                              layers.PerBranch, layers.OctBatchNormFunction,
+                                              layers.OctGroupNormFunction, layers.OctPReLUFunction,
+                                              layers.PointwiseLinear, layers.ChannelLayerNorm, layers.ChannelsLast,
+                                              layers.OctChannelLayerNorm)
 
 
 def _torchvision_leaves() -> Tuple[Type[nn.Module], ...]:
