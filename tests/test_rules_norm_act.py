@@ -113,7 +113,12 @@ def test_batch_norm_act_in_training_updates_every_channels_running_mean():
     octave = convert(model, x).module
     torch.testing.assert_close(octave(x), model(x), rtol=1e-4, atol=1e-5)
     for name in ("norm1", "norm2"):  # norm1 after a concat: its low channels are not the last ones
-        torch.testing.assert_close(octave.get_submodule(name).running_mean, model.get_submodule(name).running_mean,
+        branches = octave.get_submodule(name)
+        assert isinstance(branches, PerBranch)  # a leaf per branch: it follows .train() / .eval() when run
+        expected = model.get_submodule(name).running_mean
+        torch.testing.assert_close(branches.high.running_mean, expected[list(branches.split.high_index)],
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(branches.low.running_mean, expected[list(branches.split.low_index)],
                                    rtol=1e-5, atol=1e-6)
 
 
@@ -159,13 +164,17 @@ def test_group_norm_whose_groups_the_split_cuts_stays_plain_and_says_why():
         torch.testing.assert_close(conversion.module(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm, reason", [(lambda c: nn.LayerNorm([c, 8, 8]), "LayerNorm normalizes each position "
-                                           "over all its channels"), (LayerNorm2d, ".permute() has no octave rule")])
-def test_layer_norms_mix_channels_and_end_the_octave_region(norm, reason):
-    model = NormNet(norm).eval()
+def test_layer_norm_over_channels_and_space_mixes_channels_and_ends_the_octave_region():
+    model = NormNet(lambda c: nn.LayerNorm([c, 8, 8])).eval()
     conversion = convert(model, torch.randn(1, 3, 8, 8))
-    assert reason in conversion.explain()
+    assert "LayerNorm normalizes each position over all its channels" in conversion.explain()
     assert not any(isinstance(m, OCTAVE_PARTS) for m in conversion.module.modules())
+
+
+def test_layer_norm_over_channels_alone_runs_on_each_branch_over_its_own_channels():
+    model = NormNet(LayerNorm2d).eval()
+    conversion = convert(model, torch.randn(1, 3, 8, 8))
+    assert type(conversion.module.norm1).__name__ == "OctChannelLayerNorm"  # the ConvNeXt rule
 
 
 class ScaledBatchNorm(nn.BatchNorm2d):

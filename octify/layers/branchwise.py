@@ -5,6 +5,8 @@ An octave tensor is a pair ``(high, low)``: ``high`` at full resolution, ``low``
 """
 from __future__ import annotations
 
+import copy
+
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -68,9 +70,10 @@ class OctBatchNorm2d(nn.Module):
 class PerBranch(nn.Module):
     """Two modules of one kind, ``high`` for the high branch and ``low`` for the low branch."""
 
-    def __init__(self, high: nn.Module, low: nn.Module) -> None:
+    def __init__(self, high: nn.Module, low: nn.Module, split: Optional[ChannelSplit] = None) -> None:
         super().__init__()
         self.high, self.low = high, low
+        self.split = split
 
     @classmethod
     def sliced(cls, module: nn.Module, split: ChannelSplit, make: Callable[[int], nn.Module]) -> "PerBranch":
@@ -83,10 +86,20 @@ class PerBranch(nn.Module):
             part.to(device=_device_of(module))
             _copy_channels(module, part, index)
             part.train(module.training)
-        return cls(high, low)
+        return cls(high, low, split)
+
+    @classmethod
+    def copied(cls, module: nn.Module, split: ChannelSplit) -> "PerBranch":
+        """Two copies of ``module`` (submodules included) whose per-channel tensors are sliced by ``split``.
+
+        A parameter or buffer is per channel when its first dimension has ``split.channels``
+        entries; anything else (a step counter, a scalar) is copied whole.
+        """
+        return cls(*(_channel_copy(module, split.channels, index) for index in (split.high_index, split.low_index)),
+                   split)
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, f"PerBranch({type(self.high).__name__})")
         return self.high(high), self.low(low)
 
 
@@ -226,6 +239,20 @@ def _copy_channels(source: nn.Module, target: nn.Module, index: Tuple[int, ...])
                 target.num_batches_tracked.copy_(value)
             else:
                 getattr(target, name).copy_(value.index_select(0, positions))
+
+
+def _channel_copy(module: nn.Module, channels: int, index: Tuple[int, ...]) -> nn.Module:
+    clone = copy.deepcopy(module)
+    positions = torch.tensor(index, dtype=torch.long, device=_device_of(module))
+    for part in clone.modules():
+        for store in (part._parameters, part._buffers):
+            for name, value in store.items():
+                if value is not None and value.ndim and value.shape[0] == channels:
+                    picked = value.detach().index_select(0, positions)
+                    store[name] = nn.Parameter(picked, value.requires_grad) if isinstance(value, nn.Parameter) else picked
+        if getattr(part, "num_features", None) == channels:
+            part.num_features = len(index)
+    return clone
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -21,7 +21,6 @@ by the split, so each branch normalizes its own channels with their own paramete
 """
 from __future__ import annotations
 
-import copy
 import inspect
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -229,20 +228,7 @@ def rewrite_norm_act(node: fx.Node, ctx: "RewriteContext") -> None:
     if split is None:
         ctx.copy(node)
         return
-    norm = ctx.module(node)
-    _replace_per_branch(node, ctx, PerBranch.sliced(norm, split, lambda n: _resized_copy(norm, n)))
-
-
-def _resized_copy(module: nn.Module, channels: int) -> nn.Module:
-    """A copy of a per-channel module for ``channels`` channels (values of its per-channel tensors to be filled in)."""
-    clone = copy.deepcopy(module)
-    for store in (clone._parameters, clone._buffers):
-        for name, value in store.items():
-            if value is not None and value.ndim and value.shape[0] == module.num_features:
-                resized = value.new_empty((channels, *value.shape[1:]))
-                store[name] = nn.Parameter(resized, value.requires_grad) if isinstance(value, nn.Parameter) else resized
-    clone.num_features = channels
-    return clone
+    _replace_per_branch(node, ctx, PerBranch.copied(ctx.module(node), split))
 
 
 def check_drop_path(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
