@@ -191,6 +191,7 @@ def test_shufflenet_units_keep_both_branches_through_chunk_and_shuffle():
     # the last shuffle is merged for the network's output
     assert [note.name for note in conversion.notes if note.kind == "merge"] == ["select_getitem_5", "merge_view_5"]
     assert module.get_submodule("5.branch2.0").low_in == 12, "the second unit reads both branches"
+    assert not [node for node in module.graph.nodes if node.target is octify.ops.size], "shuffle sizes, unused"
     with torch.no_grad():
         odd = torch.randn(1, 3, 29, 31)
         assert module(odd).shape == model(odd).shape
