@@ -156,6 +156,29 @@ def test_a_part_without_low_channels_is_the_plain_high_part_and_one_without_high
         torch.testing.assert_close(module(x), model(x), **TOLERANCE)
 
 
+
+class HighPickPlusConv(Halves):
+    """A pick of high channels only, added to a convolution's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.head = nn.Conv2d(3, 2, 1), nn.Conv2d(2, 3, 1)
+
+    def forward(self, x):
+        y = torch.relu(torch.cat([self.a(x), self.b(x)], 1))
+        return self.head(y[:, :2] + self.c(x))
+
+
+def test_a_plain_pick_leaves_its_class_to_the_convolution_that_writes_it():
+    model = HighPickPlusConv().eval()
+    x = block_constant(3, 9, 8)
+    conversion = octify.convert(model, 0.5, example_inputs=(x,), **OCTAVE)
+    module = conversion.module.eval()
+    assert module.get_submodule("c").low_out == 1 and module.get_submodule("head").low_in == 1
+    assert [note.name for note in conversion.notes if note.kind in ("split", "merge")] == ["split_getitem"]
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model(x), **TOLERANCE)
+
 RESHAPES = {
     "view mixing channels into height": (lambda x: x.view(x.shape[0], 6, 16, 8), "does more than pick channels"),
     "spatial transpose": (lambda x: x.transpose(2, 3), "does more than pick channels"),

@@ -162,7 +162,8 @@ class Planner:
             height, width = spatial(smallest)
             return None, (f"maps of {height}x{width} ({smallest.name}) are smaller than min_size={self.min_size}; "
                           "the paper keeps such stages plain")
-        derived = [n for n in group if self.categories[n] in (CAT, CHANNELS)]
+        derived = [n for n in group if self.categories[n] == CAT or self.categories[n] == CHANNELS
+                   and self._selected_split(n, layouts) is not None]  # a plain pick leaves the class free
         if derived:
             return self._derived_split(derived, layouts)
         producers = [n for n in group if self.categories[n] == CONV
@@ -224,8 +225,6 @@ class Planner:
         if len(splits) > 1:
             return None, "channel concats, splits or shuffles joined by an add disagree on which channels are low"
         split = splits.pop()
-        if split.n_high == 0:
-            return None, "every channel it picks is low: it is up-sampled to a plain tensor"
         return (split, "") if split.n_low else (None, "")
 
     @staticmethod
@@ -233,10 +232,13 @@ class Planner:
         return ChannelSplit.concat([ChannelSplit.trailing(channels(p), 0) if layouts.get(p) is None else layouts[p]
                                     for p in parts_and_dim(node)[0]])
 
-    def _selected_split(self, node: fx.Node, layouts: Dict[fx.Node, Split]) -> ChannelSplit:
+    def _selected_split(self, node: fx.Node, layouts: Dict[fx.Node, Split]) -> Split:
+        """The split of the channels ``node`` picks; None when they are all high or all low (a plain tensor)."""
         source, index = self.selections[node]
-        split = layouts.get(source)
-        return selected_split(split if split is not None else ChannelSplit.trailing(channels(source), 0), index)
+        if layouts.get(source) is None:
+            return None
+        split = selected_split(layouts[source], index)
+        return split if split.n_low and split.n_high else None
 
     def _external_consumers(self, group: List[fx.Node]) -> List[fx.Node]:
         inside = set(group)
