@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torchvision
+from timm.layers import MixedConv2d
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.shufflenetv2 import InvertedResidual
@@ -240,7 +241,6 @@ class Mixed(nn.Module):
 
     def __init__(self, kernels, depthwise=False):
         super().__init__()
-        MixedConv2d = pytest.importorskip("timm.layers").MixedConv2d  # timm is not a test dependency
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
         self.mixed = MixedConv2d(16, 16, kernels, depthwise=depthwise)
         self.out = MixedConv2d(16, 12, [1, 1, 1])
