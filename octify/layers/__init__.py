@@ -9,9 +9,10 @@ from .octconv import OctConv2d
 from .octconv_transpose import OctConvTranspose2d
 from .pooling import OctGlobalMaxPool, OctInterpolate, OctPool2d
 from .resample import downsample, upsample_to
+from .select import OctSelect
 
 __all__ = ["Branchwise", "ChannelLayerNorm", "ChannelsLast", "ChannelSplit", "ChannelSplitter", "FunctionalOctConv2d",
            "OctChannelLayerNorm", "PointwiseLinear", "OctGlobalAvgPool", "OctGlobalMaxPool", "OctInterpolate",
            "OctPool2d", "OctStochasticDepth", "OctBatchNorm2d", "OctBatchNormFunction", "OctConv2d",
-           "OctConvTranspose2d", "OctGroupNormFunction", "OctMerge", "OctPReLUFunction", "OctSplit", "PerBranch",
-           "downsample", "low_channel_count", "parse_alpha", "upsample_to"]
+           "OctConvTranspose2d", "OctGroupNormFunction", "OctMerge", "OctPReLUFunction", "OctSelect", "OctSplit",
+           "PerBranch", "downsample", "low_channel_count", "parse_alpha", "upsample_to"]

@@ -4,7 +4,9 @@
 2. Feature maps that must share one channel split are joined (union-find): the input and
    output of a per-branch op or a depthwise conv, and same-shape operands of add/mul/sub.
 3. Each group of joined tensors (a "class") is decided once, in graph order:
-   a concat output takes the concatenation of its inputs' splits; otherwise the first
+   a concat output takes the concatenation of its inputs' splits, a channel split, slice or
+   shuffle the input's split at the channels it picks (the inputs' classes are decided
+   first); otherwise the first
    convolution producing into the class brings the schedule's alpha, unless a default
    keeps the class plain (stem, small maps, nothing downstream that can use two branches).
 4. Each convolution reads its input class's split and writes its output class's split.
@@ -20,10 +22,11 @@ from typing import Dict, List, Optional, Tuple
 from torch import fx
 
 from ..layers.channels import ChannelSplit, low_channel_count
+from ..layers.select import selected_split
 from ..notes import Note
 from ..rules import registry
 from ..rules.concat import parts_and_dim
-from ..rules.registry import BOUNDARY, CAT, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
+from ..rules.registry import BOUNDARY, CAT, CHANNELS, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
 from .facts import ConvFacts, channels, conv_facts, conv_name, feature_args, feature_shape, is_feature_map, spatial
 from .schedule import Schedule
 
@@ -82,6 +85,7 @@ class Planner:
         self.boundary_reasons: Dict[fx.Node, str] = {}
         self.notes: List[Note] = []
         self.classes = _UnionFind()
+        self.selections: Dict[fx.Node, Tuple[fx.Node, Tuple[int, ...]]] = {}
 
     def _conv(self, node: fx.Node) -> ConvFacts:
         return conv_facts(node, self.modules)
@@ -98,6 +102,8 @@ class Planner:
                     self.notes.append(Note(conv_name(node), "plain", reason))
             else:
                 self.categories[node] = rule.category
+                if rule.category == CHANNELS and is_feature_map(node):
+                    self.selections[node] = rule.select(node)
 
     # -- 2. joins --------------------------------------------------------------------------
     def _join(self) -> None:
@@ -124,13 +130,31 @@ class Planner:
                 members.setdefault(self.classes.find(node), []).append(node)
         layouts: Dict[fx.Node, Split] = {}
         reasons: Dict[fx.Node, str] = {}
-        for root, group in members.items():  # insertion order = graph order of first member
-            split, reason = self._decide_class(group, layouts)
-            for node in group:
+        started = set()
+
+        def decide(root: fx.Node) -> None:
+            started.add(root)
+            for source in (s for node in members[root] for s in self._derived_from(node)):
+                if self.classes.find(source) not in started:  # a derived split needs its sources' first
+                    decide(self.classes.find(source))
+            split, reason = self._decide_class(members[root], layouts)
+            for node in members[root]:
                 layouts[node] = split
             if reason:
                 reasons[root] = reason
+
+        for root in members:  # insertion order = graph order of first member
+            if root not in started:
+                decide(root)
         return layouts, reasons
+
+    def _derived_from(self, node: fx.Node) -> List[fx.Node]:
+        """The feature maps whose splits ``node``'s split is derived from (a concat's parts, a selection's source)."""
+        if self.categories[node] == CAT:
+            return list(feature_args(node))
+        if self.categories[node] == CHANNELS:
+            return [self.selections[node][0]]
+        return []
 
     def _decide_class(self, group: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, str]:
         smallest = min(group, key=lambda n: min(spatial(n)))
@@ -138,9 +162,10 @@ class Planner:
             height, width = spatial(smallest)
             return None, (f"maps of {height}x{width} ({smallest.name}) are smaller than min_size={self.min_size}; "
                           "the paper keeps such stages plain")
-        concats = [n for n in group if self.categories[n] == CAT]
-        if concats:
-            return self._concat_split(concats, layouts)
+        derived = [n for n in group if self.categories[n] == CAT or self.categories[n] == CHANNELS
+                   and self._selected_split(n, layouts) is not None]  # a plain pick leaves the class free
+        if derived:
+            return self._derived_split(derived, layouts)
         producers = [n for n in group if self.categories[n] == CONV
                      and not is_depthwise(self._conv(n))]
         if not producers:
@@ -165,7 +190,23 @@ class Planner:
                 self.notes.append(Note(conv_name(other), "schedule",
                                        f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
                                        f"is added to that of {conv_name(first)}, and both must split alike"))
-        return ChannelSplit.trailing(count, n_low), ""
+        return self._alpha_split(group, count, alpha, unit), ""
+
+    def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int) -> ChannelSplit:
+        """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
+        (``torch.split`` / ``chunk`` / slices), so that every part keeps both branches."""
+        default = ChannelSplit.trailing(count, low_channel_count(count, alpha, unit))
+        members = set(group)
+        cuts = {0, count}
+        for source, index in self.selections.values():
+            if source in members and index == tuple(range(index[0], index[0] + len(index))):
+                cuts |= {index[0], index[0] + len(index)}
+        bounds = sorted(cuts)
+        parts = [ChannelSplit.trailing(end - start, low_channel_count(end - start, alpha))
+                 for start, end in zip(bounds, bounds[1:])]
+        if unit > 1 or len(parts) == 1 or any(not part.n_low or not part.n_high for part in parts):
+            return default
+        return ChannelSplit.concat(parts)
 
     def _plain_output_reason(self, conv_node: fx.Node) -> str:
         """Why the schedule or the defaults keep this convolution's own output plain ('' if they do not)."""
@@ -177,16 +218,27 @@ class Planner:
             return "stem: the first convolution on the network input keeps a plain output (plain_stem)"
         return ""
 
-    def _concat_split(self, concats: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, str]:
-        derived = set()
-        for node in concats:
-            parts = [ChannelSplit.trailing(channels(p), 0) if layouts.get(p) is None else layouts[p]
-                     for p in parts_and_dim(node)[0]]
-            derived.add(ChannelSplit.concat(parts))
-        if len(derived) > 1:
-            return None, "concats joined by an add disagree on which channels are low"
-        split = derived.pop()
+    def _derived_split(self, derived: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, str]:
+        """The split that concats, channel splits and shuffles in the class derive from their inputs'."""
+        splits = {self._concat_split(node, layouts) if self.categories[node] == CAT
+                  else self._selected_split(node, layouts) for node in derived}
+        if len(splits) > 1:
+            return None, "channel concats, splits or shuffles joined by an add disagree on which channels are low"
+        split = splits.pop()
         return (split, "") if split.n_low else (None, "")
+
+    @staticmethod
+    def _concat_split(node: fx.Node, layouts: Dict[fx.Node, Split]) -> ChannelSplit:
+        return ChannelSplit.concat([ChannelSplit.trailing(channels(p), 0) if layouts.get(p) is None else layouts[p]
+                                    for p in parts_and_dim(node)[0]])
+
+    def _selected_split(self, node: fx.Node, layouts: Dict[fx.Node, Split]) -> Split:
+        """The split of the channels ``node`` picks; None when they are all high or all low (a plain tensor)."""
+        source, index = self.selections[node]
+        if layouts.get(source) is None:
+            return None
+        split = selected_split(layouts[source], index)
+        return split if split.n_low and split.n_high else None
 
     def _external_consumers(self, group: List[fx.Node]) -> List[fx.Node]:
         inside = set(group)
@@ -208,7 +260,7 @@ class Planner:
 
     def _uses_octave(self, consumer: fx.Node) -> bool:
         category = self.categories.get(consumer)
-        if category in (CAT, GLOBAL_POOL):
+        if category in (CAT, GLOBAL_POOL, CHANNELS):
             return True
         return category == CONV and min(spatial(consumer)) >= self.min_size
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from .. import ops
 from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctChannelLayerNorm,
                       OctConvTranspose2d, OctGlobalAvgPool, OctGlobalMaxPool, OctGroupNormFunction, OctMerge,
-                      OctPReLUFunction, OctSplit, PerBranch)
+                      OctPReLUFunction, OctSelect, OctSplit, PerBranch)
 from ..layers.channels import half_size
 from ..layers.octconv import OctaveConvBase
 from .rules import OpCall, find_rule, register_rule, zero_macs
@@ -119,3 +119,5 @@ def octconv_transpose_macs(call: OpCall) -> int:
         size = high_in.shape[-2:] if path.name == "h2h" else low_size
         total += batch * conv.in_channels * math.prod(size) * math.prod(conv.weight.shape[1:])
     return total
+register_rule(OctSelect, remark="channels picked from each branch (a slice, chunk or shuffle), no "
+                                 "resampling unless all are low")(zero_macs)

@@ -11,6 +11,9 @@ Categories:
   vectors are split by channel, scalars apply to both branches.
 * ``CAT``: channel concat; the output split is the concatenation of the inputs' splits.
 * ``GLOBAL_POOL``: global average or max pooling of an octave tensor to a plain vector.
+* ``CHANNELS``: channel bookkeeping (split, chunk, slice, channel shuffle): the output's channels
+  are some of one input's, as ``select`` says; its split is read off that input's. Steps whose
+  values are not feature maps (a shuffle's 5-d views, a chunk's tuple) come in between.
 * ``SHAPE``: reads the size of a tensor; answered without merging.
 * ``BOUNDARY``: anything else: octave inputs are merged back to plain tensors first.
 
@@ -31,10 +34,11 @@ from torch import fx, nn
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
 
-CONV, PER_BRANCH, ELEMENTWISE, CAT, GLOBAL_POOL, SHAPE, BOUNDARY = (
-    "conv", "per-branch", "element-wise", "concat", "global pool", "shape", "boundary")
+CONV, PER_BRANCH, ELEMENTWISE, CAT, GLOBAL_POOL, CHANNELS, SHAPE, BOUNDARY = (
+    "conv", "per-branch", "element-wise", "concat", "global pool", "channels", "shape", "boundary")
 
 Check = Callable[[fx.Node, Dict[str, nn.Module]], Optional[str]]
+Select = Callable[[fx.Node], Optional[Tuple[fx.Node, Tuple[int, ...]]]]
 
 # Methods a subclass may redefine without changing what a forward call computes.
 CONSTRUCTION_METHODS = frozenset({"extra_repr", "reset_parameters", "reset_running_stats", "_load_from_state_dict"})
@@ -43,11 +47,16 @@ CALL_METHODS = frozenset({"__call__", "__getattr__", "__getattribute__"})
 
 @dataclass(frozen=True)
 class Rule:
-    """``check`` returns why the rule does not apply to this particular node (then it is a boundary)."""
+    """``check`` returns why the rule does not apply to this particular node (then it is a boundary).
+
+    ``select`` (``CHANNELS`` rules) gives, for a feature-map node, the feature map its channels
+    come from and which of its channels each output channel is; None for the steps in between.
+    """
 
     category: str
     rewrite: Callable[[fx.Node, "RewriteContext"], None]
     check: Optional[Check] = None
+    select: Optional[Select] = None
 
 
 RULES: Dict[Any, Rule] = {}
