@@ -95,8 +95,7 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
         warnings.warn(notes[-1].reason, UserWarning, stacklevel=2)
     check_same_outputs(captured.module, module, inputs)
     notes += _leaf_notes(captured, leaf_modules) + plan.notes + edge_notes
-    alphas = {name: schedule.lookup(name)[0] for name, layer in captured.module.named_modules()
-              if isinstance(layer, nn.Conv2d)}
+    alphas = {name: schedule.lookup(name)[0] for name, layer in model.named_modules() if isinstance(layer, nn.Conv2d)}
     report = build_report(captured.module, module, inputs, notes, alphas=alphas)
     shortfall = report.shortfall()
     if shortfall:

@@ -237,3 +237,21 @@ def test_the_command_line_prints_the_warning_even_when_quiet(tmp_path):
                                                    "less than a tenth of the 55.4% its alphas could save")
     assert "small maps (< min_size): 95% of the convolution MACs" in lines[0]
     assert json.loads(result.stdout)["coverage"]["share"] == 0
+
+
+class StandardizedConv(nn.Conv2d):
+    """A Conv2d subclass that computes its weight in forward (as timm's StdConv2d): traced into F.conv2d."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight - self.weight.mean(), self.bias, padding=1)
+
+
+def test_convolutions_without_an_octave_rule_are_counted_and_named():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), StandardizedConv(8, 8, 3), StandardizedConv(8, 8, 3))
+    with pytest.warns(SavingsWarning, match=r"no octave rule: torch.conv2d in test_report_coverage's "
+                                            r"StandardizedConv: 84% .*an octave rule for it in octify.rules"):
+        conversion = octify.convert(model, 0.5, input_shape=(1, 3, 16, 16))
+    cover = conversion.report.coverage
+    assert cover.convolution_macs == 16 * 16 * 8 * (3 + 8 + 8) * 9 and cover.octave_macs == 0
+    assert [(group.layers, group.macs) for group in cover.plain] == [(["conv2d", "conv2d_1"], 2 * 16 * 16 * 8 * 8 * 9),
+                                                                     (["0"], 16 * 16 * 8 * 3 * 9)]

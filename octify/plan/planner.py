@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+import torch.nn.functional as F
 from torch import fx, nn
 
 from ..layers.channels import ChannelSplit, low_channel_count
@@ -114,8 +115,11 @@ class Planner:
                 elif node.op == "call_module" and isinstance(self.modules[node.target], nn.Conv2d):
                     kind = type(self.modules[node.target]).__name__
                     self.notes.append(Note(str(node.target), "plain", f"{kind} has no octave rule (only nn.Conv2d "
-                                           "itself converts; a rule in octify.rules would add it)",
-                                           f"no octave rule: {kind}"))
+                                           "itself converts)", f"no octave rule: {kind}"))
+                elif node.op == "call_function" and node.target is F.conv2d:
+                    kind = self._kind(node)
+                    self.notes.append(Note(node.name, "plain", f"{kind} has no octave rule (only nn.Conv2d modules "
+                                           "convert)", f"no octave rule: {kind}"))
             else:
                 self.categories[node] = rule.category
                 if rule.category == CHANNELS and is_feature_map(node):
@@ -303,15 +307,26 @@ class Planner:
         names = ", ".join(sorted({self._kind(u) if u.op == "output" else registry.describe(u)
                                   for u in consumers})[:3])
         kinds = ", ".join(sorted({self._kind(u) for u in consumers}))
+        ruleless = [u for u in consumers if registry.find_rule(u, self.modules) is None and u.op != "output"]
+        if ruleless:
+            kinds = ", ".join(sorted({self._kind(u) for u in ruleless}))
+            return _Why(f"output feeds only ops with no octave rule: {kinds}",
+                        lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
+                                     f"only feeds {names}, which need a plain tensor ({kinds}: no octave rule)")
         return _Why(f"output feeds only plain consumers: {kinds}",
                     lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
                                  f"only feeds {names}, which need a plain tensor")
 
     def _kind(self, node: fx.Node) -> str:
-        """What a consumer is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``."""
+        """What a node is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``, and for
+        a function inside a module of another library, that module's class."""
         if node.op == "output":
             return "the model's output"
         if node.op != "call_module":
+            stack = list((node.meta.get("nn_module_stack") or {}).values())
+            owner = stack[-1][1] if stack and isinstance(stack[-1], tuple) else None
+            if isinstance(owner, type) and not owner.__module__.startswith("torch."):
+                return f"{registry.describe(node)} in {owner.__module__.partition('.')[0]}'s {owner.__name__}"
             return registry.describe(node)
         kind = type(self.modules[node.target]).__name__
         small = self.categories.get(node) == CONV and min(spatial(node)) < self.min_size

@@ -1,14 +1,17 @@
 """How much of the original's convolution work a conversion moved into octave layers, and why
 the rest stayed plain.
 
-* **Coverage** is the share of the original model's 2-d convolution MACs (rows of ``nn.Conv2d``
-  and its subclasses) whose layer runs in octave form after conversion: an ``OctConv2d`` with
-  an octave input or output (``alpha_in`` or ``alpha_out`` > 0). Each convolution weighs by
-  its original MACs, so coverage and the plain groups' shares add up to 1.
+* **Coverage** is the share of the original model's 2-d convolution MACs (rows of ``nn.Conv2d``,
+  its subclasses and ``F.conv2d`` calls) whose layer runs in octave form after conversion: an
+  ``OctConv2d`` with an octave input or output (``alpha_in`` or ``alpha_out`` > 0). Each
+  convolution weighs by its original MACs, so coverage and the plain groups' shares add up
+  to 1. Convolutions inside a measured leaf (see :mod:`octify.report.measuring`) have no row
+  and are not part of it.
 * **Plain groups**: every other convolution, grouped by the cause of its conversion note
   (:attr:`octify.notes.Note.group`), largest share first.
 * **Possible savings**: the MACs the conversion would save if every convolution ran at its
-  scheduled alpha ``a`` with octave input and output, which by the paper's per-layer formula
+  scheduled alpha ``a`` (an ``F.conv2d`` call: its module's) with octave input and output,
+  which by the paper's per-layer formula
   costs ``(1 - a)^2 + a (1 - a) / 2 + a^2 / 4`` of the plain layer (0.4375 at a = 0.5).
   A conversion that saves less than a tenth of that warns (:func:`shortfall_warning`).
 """
@@ -23,12 +26,12 @@ from .costs import LayerCost, ModelCost
 SHORTFALL = 0.1  # warn below this fraction of the possible savings
 NO_REASON = "no reason recorded"
 
-FIXES = {  # cause prefix -> what the user can do about it
+FIXES = {  # text in a cause -> what the user can do about it
     "small maps (< min_size)": "if the model runs on larger images, pass that input_shape=... (--input-shape); "
                                "or a smaller min_size",
     "alpha 0 by schedule": "give these convolutions an alpha in the schedule",
     "inside leaf": "use leaf_modules (--leaf) less",
-    "no octave rule": "register an octave rule for that class in octify.rules",
+    "no octave rule": "an octave rule for it in octify.rules (one registry entry) would convert these",
     "alpha leaves a branch empty": "use a larger alpha",
 }
 
@@ -48,7 +51,7 @@ class ReasonGroup:
 
     @property
     def fix(self) -> str:
-        return next((fix for prefix, fix in FIXES.items() if self.cause.startswith(prefix)), "")
+        return next((fix for text, fix in FIXES.items() if text in self.cause), "")
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ class Coverage:
 
 
 def is_convolution(layer: LayerCost) -> bool:
-    """A 2-d convolution row (``nn.Conv2d``, its subclasses and ``OctConv2d`` carry alphas)."""
-    return layer.alpha_in is not None
+    """A 2-d convolution row: ``nn.Conv2d``, its subclasses and ``OctConv2d`` (they carry alphas), ``F.conv2d``."""
+    return layer.alpha_in is not None or layer.op == "conv2d"
 
 
 def is_octave(layer: LayerCost) -> bool:
@@ -107,7 +110,7 @@ def octave_cost_factor(alpha: float) -> float:
 
 def possible_savings(original: ModelCost, alphas: Mapping[str, float]) -> int:
     """MACs saved if every convolution of ``original`` were octave at its alpha in ``alphas`` (0 if absent)."""
-    return round(sum(layer.macs * (1 - octave_cost_factor(alphas.get(layer.name, 0.0)))
+    return round(sum(layer.macs * (1 - octave_cost_factor(alphas.get(layer.name, alphas.get(layer.scope, 0.0))))
                      for layer in original.layers if is_convolution(layer)))
 
 

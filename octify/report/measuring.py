@@ -21,15 +21,20 @@ from torch.utils.flop_counter import FlopCounterMode
 from .rules import OpCall
 
 MEASURED = "measured: FlopCounterMode on fake tensors"
-_BUILT_IN = ("torch", "octify", "operator", "_operator", "builtins", "math")
+_BUILT_IN = {"torch", "octify", "operator", "_operator", "builtins", "math"}
 
 
 def needs_measuring(node: fx.Node, module: Optional[nn.Module], params: int) -> bool:
-    """True for a call no rule covers whose target is not PyTorch's or octify's own (or holds parameters)."""
+    """True for a call no rule covers whose target is not PyTorch's or octify's own, or a leaf module with parameters."""
     if node.op == "call_method":
         return False
-    owner = type(module).__module__ if module is not None else getattr(node.target, "__module__", None) or ""
-    return bool(params) or owner.partition(".")[0] not in _BUILT_IN
+    if module is not None:
+        return bool(params) or not _built_in(type(module).__module__)
+    return not _built_in(getattr(node.target, "__module__", None) or "")
+
+
+def _built_in(module_name: str) -> bool:
+    return module_name.partition(".")[0] in _BUILT_IN
 
 
 def measured_macs(call: OpCall) -> Optional[int]:
