@@ -350,7 +350,8 @@ class Planner:
         return unit
 
     # -- 4. per-conv splits ------------------------------------------------------------------
-    def _conv_splits(self, layouts: Dict[fx.Node, Split], reasons: Dict[fx.Node, _Why]) -> Dict[fx.Node, Tuple[Split, Split]]:
+    def _conv_splits(self, layouts: Dict[fx.Node, Split],
+                     reasons: Dict[fx.Node, _Why]) -> Dict[fx.Node, Tuple[Split, Split]]:
         result = {}
         for node in self.nodes:
             if self.categories[node] != CONV:

@@ -207,7 +207,7 @@ class Report:
         sections = [("Plain convolutions by cause (share of the original's convolution MACs)", by_cause),
                     (f"Convolutions with a plain output ({len(plain)})", plain),
                     (f"Splits and merges ({len(resampling)})", resampling), ("Other notes", others),
-                    (MEASURED_TITLE, measured), (UNCOUNTED_TITLE, self.uncounted)]
+                    (MEASURED_TITLE, [", ".join(measured)] if measured else []), (UNCOUNTED_TITLE, self.uncounted)]
         return [(title, lines) for title, lines in sections if lines]
 
     def _title(self) -> str:

@@ -141,15 +141,16 @@ class ModelCost:
         shapes = ", ".join(formatting.shapes([s]) for s in self.input_shapes)
         parts = [f"{self.model}, input {shapes}: {self.traced}", formatting.UNITS_NOTE, "",
                  self.grid(depth).text(), "", self.totals_grid().text()]
-        if self.measured:
-            parts += ["", f"{MEASURED_TITLE}: " + ", ".join(self.measured)]
-        if self.uncounted:
-            parts += ["", f"{UNCOUNTED_TITLE}: " + ", ".join(self.uncounted)]
-        return "\n".join(parts)
+        return "\n".join(parts + [f"\n{line}" for line in self._lists()])
 
     def to_markdown(self, depth: Optional[int] = DEFAULT_DEPTH) -> str:
         return "\n\n".join([f"**{self.model}** ({self.traced}). {formatting.UNITS_NOTE}",
-                            self.grid(depth).markdown(), self.totals_grid().markdown()])
+                            self.grid(depth).markdown(), self.totals_grid().markdown(), *self._lists()])
+
+    def _lists(self) -> List[str]:
+        """The layers counted by measurement and those not counted, a line each where there are any."""
+        return [f"{title}: " + ", ".join(names) for title, names in
+                ((MEASURED_TITLE, self.measured), (UNCOUNTED_TITLE, self.uncounted)) if names]
 
     def _repr_html_(self) -> str:
         return (f"<p><b>{html.escape(self.model)}</b> ({html.escape(self.traced)}). "

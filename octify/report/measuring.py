@@ -25,7 +25,7 @@ _BUILT_IN = {"torch", "octify", "operator", "_operator", "builtins", "math"}
 
 
 def needs_measuring(node: fx.Node, module: Optional[nn.Module], params: int) -> bool:
-    """True for a call no rule covers whose target is not PyTorch's or octify's own, or a leaf module with parameters."""
+    """True for a call no rule covers whose target is not PyTorch's or octify's own, or a leaf with parameters."""
     if node.op == "call_method":
         return False
     if module is not None:
