@@ -258,3 +258,12 @@ def test_convolutions_without_an_octave_rule_are_counted_and_named():
     assert cover.convolution_macs == 16 * 16 * 8 * (3 + 8 + 8) * 9 and cover.octave_macs == 0
     assert [(group.layers, group.macs) for group in cover.plain] == [(["conv2d", "conv2d_1"], 2 * 16 * 16 * 8 * 8 * 9),
                                                                      (["0"], 16 * 16 * 8 * 3 * 9)]
+
+
+def test_no_warning_where_convolutions_are_a_negligible_part_of_the_work():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 16 * 16, 4000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SavingsWarning)
+        conversion = octify.convert(model, 0.5, input_shape=(1, 3, 16, 16))
+    report = conversion.report
+    assert report.saved_macs == 0 and 0 < report.possible_savings < 0.01 * report.original.macs

@@ -13,7 +13,8 @@ the rest stayed plain.
   scheduled alpha ``a`` (an ``F.conv2d`` call: its module's) with octave input and output,
   which by the paper's per-layer formula
   costs ``(1 - a)^2 + a (1 - a) / 2 + a^2 / 4`` of the plain layer (0.4375 at a = 0.5).
-  A conversion that saves less than a tenth of that warns (:func:`shortfall_warning`).
+  A conversion that saves less than a tenth of that warns (:func:`shortfall_warning`), unless
+  even that is under 1% of the model's MACs (a transformer with one patch convolution).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ..notes import Note
 from .costs import LayerCost, ModelCost
 
 SHORTFALL = 0.1  # warn below this fraction of the possible savings
+NEGLIGIBLE = 0.01  # possible savings under this fraction of the model's MACs: nothing worth a warning
 NO_REASON = "no reason recorded"
 
 FIXES = {  # text in a cause -> what the user can do about it
@@ -116,7 +118,7 @@ def possible_savings(original: ModelCost, alphas: Mapping[str, float]) -> int:
 
 def shortfall_warning(saved: int, possible: int, original_macs: int, cover: Coverage, top: int = 3) -> Optional[str]:
     """The warning's text when ``saved`` is less than a tenth of ``possible``, else None."""
-    if possible <= 0 or saved >= SHORTFALL * possible:
+    if possible < NEGLIGIBLE * original_macs or saved >= SHORTFALL * possible:
         return None
     reasons = []
     for group in cover.plain[:top]:
