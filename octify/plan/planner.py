@@ -307,7 +307,7 @@ class Planner:
         names = ", ".join(sorted({self._kind(u) if u.op == "output" else registry.describe(u)
                                   for u in consumers})[:3])
         kinds = ", ".join(sorted({self._kind(u) for u in consumers}))
-        ruleless = [u for u in consumers if registry.find_rule(u, self.modules) is None and u.op != "output"]
+        ruleless = [u for u in consumers if self._lacks_rule(u)]
         if ruleless:
             kinds = ", ".join(sorted({self._kind(u) for u in ruleless}))
             return _Why(f"output feeds only ops with no octave rule: {kinds}",
@@ -319,18 +319,37 @@ class Planner:
 
     def _kind(self, node: fx.Node) -> str:
         """What a node is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``, and for
-        a function inside a module of another library, that module's class."""
+        a function inside another library's variant of a PyTorch layer, that variant's class."""
         if node.op == "output":
             return "the model's output"
         if node.op != "call_module":
-            stack = list((node.meta.get("nn_module_stack") or {}).values())
-            owner = stack[-1][1] if stack and isinstance(stack[-1], tuple) else None
-            if isinstance(owner, type) and not owner.__module__.startswith("torch."):
+            owner = self._variant_owner(node)
+            if owner is not None:
                 return f"{registry.describe(node)} in {owner.__module__.partition('.')[0]}'s {owner.__name__}"
             return registry.describe(node)
         kind = type(self.modules[node.target]).__name__
         small = self.categories.get(node) == CONV and min(spatial(node)) < self.min_size
         return f"{kind} on small maps" if small else kind
+
+    def _lacks_rule(self, node: fx.Node) -> bool:
+        """An op of another library that no octave rule covers: a module, or a function inside a variant of a
+        PyTorch layer (timm's BatchNormAct2d runs F.batch_norm); a rule would let it take octave tensors."""
+        if registry.find_rule(node, self.modules) is not None:
+            return False
+        if node.op == "call_module":
+            return not type(self.modules[node.target]).__module__.startswith("torch.")
+        return node.op == "call_function" and self._variant_owner(node) is not None
+
+    @staticmethod
+    def _variant_owner(node: fx.Node) -> Optional[type]:
+        """The class of the module a function node runs in, if it is another library's subclass of a PyTorch
+        layer (not of ``nn.Module`` alone), else None."""
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        owner = stack[-1][1] if stack and isinstance(stack[-1], tuple) else None
+        if not isinstance(owner, type) or owner.__module__.startswith("torch."):
+            return None
+        layers = [base for base in owner.__mro__[1:] if base.__module__.startswith("torch.nn.") and base is not nn.Module]
+        return owner if layers else None
 
     def _uses_octave(self, consumer: fx.Node) -> bool:
         category = self.categories.get(consumer)
