@@ -93,6 +93,8 @@ def test_coverage_in_every_export(stages):
 def test_reasons_quote_the_layers_own_numbers(stages):
     notes = {note.name: note for note in stages.notes if note.kind == "plain"}
     assert notes["off"].reason == "alpha 0 (pattern 'off')"
+    assert notes["stem"].reason == ("stem: the first convolution on the network input (its output 8 channels, 16x16) "
+                                    "keeps a plain output (plain_stem)")
     assert notes["small"].reason == "its output is 4x4, smaller than min_size=8; the paper keeps such stages plain"
     assert notes["mid"].reason == ("its output (8 channels, 8x8) only feeds small, which need a plain tensor")
     assert notes["mid"].cause == "output feeds only plain consumers: Conv2d on small maps"

@@ -242,8 +242,9 @@ class Planner:
             return _Why("alpha 0 by schedule", lambda conv: f"alpha 0 ({matched})", conv_node)
         source = next(iter(feature_args(conv_node)), None)
         if self.plain_stem and source is not None and source.op == "placeholder":
-            return _Why("stem", lambda conv: "stem: the first convolution on the network input keeps a plain "
-                                             "output (plain_stem)", conv_node)
+            return _Why("stem", lambda conv: f"stem: the first convolution on the network input (its output "
+                                             f"{channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
+                                             "keeps a plain output (plain_stem)", conv_node)
         return None
 
     def _plain_note(self, conv: fx.Node, why: Optional[_Why]) -> Note:
