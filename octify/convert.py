@@ -78,8 +78,9 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     prepared = channels_first(captured.module)
     plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem)
     modules = dict(prepared.named_modules())
-    schedule.warn_unused(conv_name(n) for n in prepared.graph.nodes
-                         if (rule := find_rule(n, modules)) is not None and rule.category == CONV)
+    conv_names = [conv_name(n) for n in prepared.graph.nodes
+                  if (rule := find_rule(n, modules)) is not None and rule.category == CONV]
+    schedule.warn_unused(conv_names)
     module, edge_notes = rewrite(prepared, plan)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
     if captured.mode_dependence:
@@ -95,7 +96,8 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
         warnings.warn(notes[-1].reason, UserWarning, stacklevel=2)
     check_same_outputs(captured.module, module, inputs)
     notes += _leaf_notes(captured, leaf_modules) + plan.notes + edge_notes
-    alphas = {name: schedule.lookup(name)[0] for name, layer in model.named_modules() if isinstance(layer, nn.Conv2d)}
+    alphas = {name: schedule.lookup(name)[0] for name in conv_names + [name for name, layer in model.named_modules()
+                                                                        if isinstance(layer, nn.Conv2d)]}
     report = build_report(captured.module, module, inputs, notes, alphas=alphas)
     shortfall = report.shortfall()
     if shortfall:

@@ -251,15 +251,17 @@ class StandardizedConv(nn.Conv2d):
         return F.conv2d(x, self.weight - self.weight.mean(), self.bias, padding=1)
 
 
-def test_convolutions_without_an_octave_rule_are_counted_and_named():
+def test_functional_convolutions_count_by_their_module():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), StandardizedConv(8, 8, 3), StandardizedConv(8, 8, 3))
-    with pytest.warns(SavingsWarning, match=r"no octave rule: torch.conv2d in test_report_coverage's "
-                                            r"StandardizedConv: 84% .*an octave rule for it in octify.rules"):
-        conversion = octify.convert(model, 0.5, input_shape=(1, 3, 16, 16))
-    cover = conversion.report.coverage
-    assert cover.convolution_macs == 16 * 16 * 8 * (3 + 8 + 8) * 9 and cover.octave_macs == 0
-    assert [(group.layers, group.macs) for group in cover.plain] == [(["conv2d", "conv2d_1"], 2 * 16 * 16 * 8 * 8 * 9),
-                                                                     (["0"], 16 * 16 * 8 * 3 * 9)]
+    conversion = octify.convert(model, {"1": 0.5, "2": 0.25}, input_shape=(1, 3, 16, 16))
+    report = conversion.report
+    functional = [(row.name, row.scope) for row in report.original.layers if row.op == "conv2d"]
+    assert functional == [("conv2d", "1"), ("conv2d_1", "2")]
+    cover = report.coverage
+    assert (cover.convolution_macs, cover.octave_macs) == (16 * 16 * 8 * (3 + 8 + 8) * 9, 2 * 16 * 16 * 8 * 8 * 9)
+    assert [(group.cause, group.layers) for group in cover.plain] == [("alpha 0 by schedule", ["0"])]
+    assert report.possible_savings == round(16 * 16 * 8 * 8 * 9 * (2 - octave_cost_factor(0.5)
+                                                                    - octave_cost_factor(0.25)))
 
 
 def test_no_warning_where_convolutions_are_a_negligible_part_of_the_work():

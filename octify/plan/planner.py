@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-import torch.nn.functional as F
 from torch import fx, nn
 
 from ..layers.channels import ChannelSplit, low_channel_count
@@ -116,10 +115,6 @@ class Planner:
                     kind = type(self.modules[node.target]).__name__
                     self.notes.append(Note(str(node.target), "plain", f"{kind} has no octave rule (only nn.Conv2d "
                                            "itself converts)", f"no octave rule: {kind}"))
-                elif node.op == "call_function" and node.target is F.conv2d:
-                    kind = self._kind(node)
-                    self.notes.append(Note(node.name, "plain", f"{kind} has no octave rule (only nn.Conv2d modules "
-                                           "convert)", f"no octave rule: {kind}"))
             else:
                 self.categories[node] = rule.category
                 if rule.category == CHANNELS and is_feature_map(node):

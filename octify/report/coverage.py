@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
+from ..layers import FunctionalOctConv2d
 from ..notes import Note
 from .costs import LayerCost, ModelCost
 
@@ -78,13 +79,20 @@ def is_convolution(layer: LayerCost) -> bool:
     return layer.alpha_in is not None or layer.op == "conv2d"
 
 
+def conv_name(layer: LayerCost) -> str:
+    """The name notes and schedules use: an ``F.conv2d`` call (``FunctionalOctConv2d`` once converted)
+    goes by the module whose forward made it."""
+    functional = layer.alpha_in is None or layer.op == FunctionalOctConv2d.__name__
+    return (layer.scope or layer.name) if functional else layer.name
+
+
 def is_octave(layer: LayerCost) -> bool:
     return bool(layer.alpha_in or layer.alpha_out)
 
 
 def coverage(original: ModelCost, converted: ModelCost, notes: Iterable[Note]) -> Coverage:
     """Coverage of ``converted`` over ``original``'s convolutions, plain ones grouped by their notes' causes."""
-    octave_names = {layer.name for layer in converted.layers if is_convolution(layer) and is_octave(layer)}
+    octave_names = {conv_name(layer) for layer in converted.layers if is_convolution(layer) and is_octave(layer)}
     causes: Dict[str, str] = {}
     for note in notes:
         if note.kind == "plain":
@@ -95,11 +103,11 @@ def coverage(original: ModelCost, converted: ModelCost, notes: Iterable[Note]) -
         if not is_convolution(layer):
             continue
         total += layer.macs
-        if layer.name in octave_names:
+        if conv_name(layer) in octave_names:
             octave += layer.macs
         else:
-            groups.setdefault(causes.get(layer.name, NO_REASON), []).append(layer)
-    plain = [ReasonGroup(cause, list(dict.fromkeys(layer.name for layer in layers)), sum(l.macs for l in layers),
+            groups.setdefault(causes.get(conv_name(layer), NO_REASON), []).append(layer)
+    plain = [ReasonGroup(cause, list(dict.fromkeys(conv_name(l) for l in layers)), sum(l.macs for l in layers),
                          sum(l.macs for l in layers) / total if total else 0.0)
              for cause, layers in groups.items()]
     return Coverage(total, octave, sorted(plain, key=lambda group: -group.macs))
@@ -112,7 +120,7 @@ def octave_cost_factor(alpha: float) -> float:
 
 def possible_savings(original: ModelCost, alphas: Mapping[str, float]) -> int:
     """MACs saved if every convolution of ``original`` were octave at its alpha in ``alphas`` (0 if absent)."""
-    return round(sum(layer.macs * (1 - octave_cost_factor(alphas.get(layer.name, alphas.get(layer.scope, 0.0))))
+    return round(sum(layer.macs * (1 - octave_cost_factor(alphas.get(conv_name(layer), 0.0)))
                      for layer in original.layers if is_convolution(layer)))
 
 
