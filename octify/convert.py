@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 
 from . import rules  # noqa: F401  (registers the op rules)
-from .capture import FIXED_SHAPES, capture
+from .capture import FIXED_SHAPES, Captured, capture
 from .capture.tracer import LeafSpec
 from .notes import Note
 from .plan import Schedule, make_plan
@@ -18,13 +18,15 @@ from .plan.facts import conv_name
 from .plan.schedule import ScheduleLike
 from .ops import accepted_shape
 from .report import Report, build_report
+from .report.coverage import SavingsWarning
+from .report.formatting import count, percent
 from .rewrite import guard_input_shapes, rewrite
 from .rules.channels_last import channels_first
 from .rules.registry import CONV, find_rule
 from .verify import check_same_outputs
 
 
-@dataclass
+@dataclass(repr=False)
 class Conversion:
     """The result of :func:`convert`: the octave ``module``, its cost ``report``, and the recorded ``notes``."""
 
@@ -38,11 +40,20 @@ class Conversion:
         """Every recorded decision, one per line."""
         return "\n".join(f"{note.kind:>11}  {note.name}: {note.reason}" for note in self.notes)
 
+    def __repr__(self) -> str:
+        before, after = self.report.original.macs, self.report.converted.macs
+        return (f"Conversion({type(self.module).__name__}, MACs {count(before)} -> {count(after)}, coverage "
+                f"{percent(self.report.coverage.share) or 'none'}, {len(self.notes)} notes, {self.capture_method})")
+
 
 def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequence[int] = (1, 3, 224, 224),
             example_inputs: Optional[Sequence[torch.Tensor]] = None, leaf_modules: Iterable[LeafSpec] = (),
             min_size: int = 8, plain_stem: bool = True, auto_leaf: bool = True) -> Conversion:
     """Convert ``model`` into an octave network; the model itself is never modified.
+
+    A conversion that saves less than a tenth of what its alphas could save (the report's
+    ``possible_savings``) warns with a :class:`octify.report.coverage.SavingsWarning` naming the
+    largest causes and what to do about them.
 
     Args:
         alpha: fraction of low-frequency channels: a number, or ``{glob pattern: alpha}`` over
@@ -60,14 +71,16 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     schedule = Schedule(alpha)
+    leaf_modules = list(leaf_modules)
     inputs = tuple(example_inputs) if example_inputs is not None else (_random_input(model, input_shape),)
     working = copy.deepcopy(model)
     captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
     prepared = channels_first(captured.module)
     plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem)
     modules = dict(prepared.named_modules())
-    schedule.warn_unused(conv_name(n) for n in prepared.graph.nodes
-                         if (rule := find_rule(n, modules)) is not None and rule.category == CONV)
+    conv_names = [conv_name(n) for n in prepared.graph.nodes
+                  if (rule := find_rule(n, modules)) is not None and rule.category == CONV]
+    schedule.warn_unused(conv_names)
     module, edge_notes = rewrite(prepared, plan)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
     if captured.mode_dependence:
@@ -82,8 +95,13 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
         notes.append(_fixed_shape_note(type(model).__name__, inputs, captured.fixed_dims))
         warnings.warn(notes[-1].reason, UserWarning, stacklevel=2)
     check_same_outputs(captured.module, module, inputs)
-    notes += plan.notes + edge_notes
-    report = build_report(captured.module, module, inputs, notes)
+    notes += _leaf_notes(captured, leaf_modules) + plan.notes + edge_notes
+    alphas = {name: schedule.lookup(name)[0] for name in conv_names + [name for name, layer in model.named_modules()
+                                                                        if isinstance(layer, nn.Conv2d)]}
+    report = build_report(captured.module, module, inputs, notes, alphas=alphas)
+    shortfall = report.shortfall()
+    if shortfall:
+        warnings.warn(shortfall, SavingsWarning, stacklevel=2)
     for node in module.graph.nodes:  # shapes were for checking and costing; the module is general
         node.meta.pop("val", None)
     return Conversion(module, report, notes, captured.describe(), inputs)
@@ -95,6 +113,26 @@ def _fixed_shape_note(name: str, inputs: Sequence[torch.Tensor], fixed_dims: Seq
     return Note(name, "fixed shapes", f"traced with the example input's sizes fixed (its forward reads them): the "
                                       f"converted module accepts inputs of shape {accepted} only and refuses others; "
                                       f"convert again for another size")
+
+
+def _leaf_notes(captured: Captured, leaf_modules: Iterable[LeafSpec]) -> List[Note]:
+    """A plain note for every convolution inside a leaf module, which stays as it is."""
+    named = {spec for spec in leaf_modules if isinstance(spec, str)}
+    notes: List[Note] = []
+    leaves = dict.fromkeys(str(node.target) for node in captured.module.graph.nodes if node.op == "call_module")
+    for name in leaves:
+        leaf = captured.module.get_submodule(name)
+        if isinstance(leaf, nn.Conv2d):
+            continue
+        if name in captured.auto_leaves:
+            why, cause = captured.auto_leaves[name], f"inside leaf {name}"
+        else:
+            spec = name if name in named else type(leaf).__name__
+            why, cause = f"{spec} is named in leaf_modules", f"inside leaf {spec}"
+        notes += [Note(f"{name}.{inner}".lstrip("."), "plain", f"inside leaf {name or 'the model'} ({why}), "
+                       "kept as it is", cause)
+                  for inner, layer in leaf.named_modules() if isinstance(layer, nn.Conv2d)]
+    return notes
 
 
 def _random_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:

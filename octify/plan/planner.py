@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from torch import fx
+from torch import fx, nn
 
 from ..layers.channels import ChannelSplit, low_channel_count
 from ..layers.select import selected_split
@@ -31,6 +31,17 @@ from .facts import ConvFacts, channels, conv_facts, conv_name, feature_args, fea
 from .schedule import Schedule
 
 Split = Optional[ChannelSplit]
+
+
+@dataclass(frozen=True)
+class _Why:
+    """Why a class of feature maps stays plain: ``cause`` groups it in the report, ``says(conv)``
+    words it for one convolution with that convolution's own numbers, and ``source`` is the
+    convolution whose own setting decided (stem, alpha 0); None when the maps themselves did."""
+
+    cause: str
+    says: Callable[[fx.Node], str]
+    source: Optional[fx.Node] = None
 
 
 @dataclass
@@ -99,7 +110,11 @@ class Planner:
                 self.categories[node] = BOUNDARY
                 self.boundary_reasons[node] = reason or f"{registry.describe(node)} has no octave rule"
                 if rule is not None and rule.category == CONV:
-                    self.notes.append(Note(conv_name(node), "plain", reason))
+                    self.notes.append(Note(conv_name(node), "plain", reason, reason.partition(":")[0]))
+                elif node.op == "call_module" and isinstance(self.modules[node.target], nn.Conv2d):
+                    kind = type(self.modules[node.target]).__name__
+                    self.notes.append(Note(str(node.target), "plain", f"{kind} has no octave rule (only nn.Conv2d "
+                                           "itself converts)", f"no octave rule: {kind}"))
             else:
                 self.categories[node] = rule.category
                 if rule.category == CHANNELS and is_feature_map(node):
@@ -123,13 +138,13 @@ class Planner:
                 self.classes.union(node, inputs[0])
 
     # -- 3. class decisions ------------------------------------------------------------------
-    def _decide(self) -> Tuple[Dict[fx.Node, Split], Dict[fx.Node, str]]:
+    def _decide(self) -> Tuple[Dict[fx.Node, Split], Dict[fx.Node, _Why]]:
         members: Dict[fx.Node, List[fx.Node]] = {}
         for node in self.nodes:
             if is_feature_map(node):
                 members.setdefault(self.classes.find(node), []).append(node)
         layouts: Dict[fx.Node, Split] = {}
-        reasons: Dict[fx.Node, str] = {}
+        reasons: Dict[fx.Node, _Why] = {}
         started = set()
 
         def decide(root: fx.Node) -> None:
@@ -156,12 +171,10 @@ class Planner:
             return [self.selections[node][0]]
         return []
 
-    def _decide_class(self, group: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, str]:
+    def _decide_class(self, group: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, Optional[_Why]]:
         smallest = min(group, key=lambda n: min(spatial(n)))
         if min(spatial(smallest)) < self.min_size:
-            height, width = spatial(smallest)
-            return None, (f"maps of {height}x{width} ({smallest.name}) are smaller than min_size={self.min_size}; "
-                          "the paper keeps such stages plain")
+            return None, _Why("small maps (< min_size)", lambda conv: self._small_maps(conv, smallest))
         derived = [n for n in group if self.categories[n] == CAT or self.categories[n] == CHANNELS
                    and self._selected_split(n, layouts) is not None]  # a plain pick leaves the class free
         if derived:
@@ -169,7 +182,7 @@ class Planner:
         producers = [n for n in group if self.categories[n] == CONV
                      and not is_depthwise(self._conv(n))]
         if not producers:
-            return None, ""
+            return None, None
         willing = [n for n in producers if not self._plain_output_reason(n)]
         if not willing:
             return None, self._plain_output_reason(producers[0])
@@ -183,14 +196,15 @@ class Planner:
         n_low = low_channel_count(count, alpha, unit)
         if n_low == 0 or n_low >= count:
             grouping = f" in whole groups of {unit}" if unit > 1 else ""
-            return None, f"alpha {alpha:g} of {count} channels{grouping} leaves a branch empty"
+            return None, _Why("alpha leaves a branch empty",
+                              lambda conv: f"alpha {alpha:g} of its {count} channels{grouping} leaves a branch empty")
         for other in willing[1:]:
             other_alpha, pattern = self.schedule.lookup(conv_name(other))
             if other_alpha != alpha:
                 self.notes.append(Note(conv_name(other), "schedule",
                                        f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
                                        f"is added to that of {conv_name(first)}, and both must split alike"))
-        return self._alpha_split(group, count, alpha, unit), ""
+        return self._alpha_split(group, count, alpha, unit), None
 
     def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int) -> ChannelSplit:
         """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
@@ -208,24 +222,55 @@ class Planner:
             return default
         return ChannelSplit.concat(parts)
 
-    def _plain_output_reason(self, conv_node: fx.Node) -> str:
-        """Why the schedule or the defaults keep this convolution's own output plain ('' if they do not)."""
+    def _small_maps(self, conv: fx.Node, smallest: fx.Node) -> str:
+        (height, width), (least_h, least_w) = spatial(conv), spatial(smallest)
+        where = (f"its output is {height}x{width}" if min(height, width) < self.min_size else
+                 f"its {height}x{width} output shares one channel split with maps of {least_h}x{least_w} "
+                 f"({registry.describe(smallest)})")
+        return f"{where}, smaller than min_size={self.min_size}; the paper keeps such stages plain"
+
+    def _plain_output_reason(self, conv_node: fx.Node) -> Optional[_Why]:
+        """Why the schedule or the defaults keep this convolution's own output plain (None if they do not)."""
         alpha, pattern = self.schedule.lookup(conv_name(conv_node))
         if alpha == 0:
-            return f"alpha 0 ({f'pattern {pattern!r}' if pattern else 'no schedule pattern matches it'})"
+            matched = f"pattern {pattern!r}" if pattern else "no schedule pattern matches it"
+            return _Why("alpha 0 by schedule", lambda conv: f"alpha 0 ({matched})", conv_node)
         source = next(iter(feature_args(conv_node)), None)
         if self.plain_stem and source is not None and source.op == "placeholder":
-            return "stem: the first convolution on the network input keeps a plain output (plain_stem)"
-        return ""
+            return _Why("stem", lambda conv: f"stem: the first convolution on the network input (its output "
+                                             f"{channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
+                                             "keeps a plain output (plain_stem)", conv_node)
+        return None
 
-    def _derived_split(self, derived: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, str]:
+    def _plain_note(self, conv: fx.Node, why: Optional[_Why]) -> Note:
+        """The note for a convolution with a plain output, in its own terms."""
+        name = conv_name(conv)
+        depthwise = is_depthwise(self._conv(conv))
+        if why is None:
+            source = next(iter(feature_args(conv)))
+            if depthwise:
+                return Note(name, "plain", f"depthwise: keeps the channel split of its input, "
+                            f"{registry.describe(source)}, which no octave layer produces",
+                            "depthwise on a plain input")
+            return Note(name, "plain", "its output joins a plain tensor", "joins a plain tensor")
+        if why.source is None or why.source is conv:
+            return Note(name, "plain", why.says(conv), why.cause)
+        if depthwise:
+            return Note(name, "plain", f"depthwise: keeps the channel split of its input, the plain output of "
+                        f"{conv_name(why.source)} ({why.says(why.source)})", f"depthwise after a plain layer ({why.cause})")
+        return Note(name, "plain", f"its output shares one channel split with {conv_name(why.source)}'s, which stays "
+                    f"plain ({why.says(why.source)})", f"joined to a plain layer ({why.cause})")
+
+    def _derived_split(self, derived: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, Optional[_Why]]:
         """The split that concats, channel splits and shuffles in the class derive from their inputs'."""
         splits = {self._concat_split(node, layouts) if self.categories[node] == CAT
                   else self._selected_split(node, layouts) for node in derived}
         if len(splits) > 1:
-            return None, "channel concats, splits or shuffles joined by an add disagree on which channels are low"
+            return None, _Why("channel concats, splits or shuffles disagree",
+                              lambda conv: "channel concats, splits or shuffles joined by an add disagree on which "
+                                           "channels are low")
         split = splits.pop()
-        return (split, "") if split.n_low else (None, "")
+        return (split, None) if split.n_low else (None, None)
 
     @staticmethod
     def _concat_split(node: fx.Node, layouts: Dict[fx.Node, Split]) -> ChannelSplit:
@@ -244,7 +289,7 @@ class Planner:
         inside = set(group)
         return [user for node in group for user in node.users if user not in inside]
 
-    def _why_not_useful(self, group: List[fx.Node]) -> str:
+    def _why_not_useful(self, group: List[fx.Node]) -> Optional[_Why]:
         """Why two branches would be wasted here: every consumer needs a plain tensor."""
         inside = set(group)
         rejoining = [n for n in group if self.categories[n] == CONV and not is_depthwise(self._conv(n))
@@ -252,11 +297,55 @@ class Planner:
         consumers = [u for u in self._external_consumers(group) + rejoining if self.categories.get(u) != SHAPE]
         useful = [u for u in consumers if self._uses_octave(u)]
         if useful:
-            return ""
+            return None
         if not consumers:
-            return "nothing reads this output"
-        names = ", ".join(sorted({registry.describe(u) for u in consumers})[:3])
-        return f"its output only feeds {names}, which need a plain tensor"
+            return _Why("output unused", lambda conv: "nothing reads its output")
+        names = ", ".join(sorted({self._kind(u) if u.op == "output" else registry.describe(u)
+                                  for u in consumers})[:3])
+        kinds = ", ".join(sorted({self._kind(u) for u in consumers}))
+        ruleless = [u for u in consumers if self._lacks_rule(u)]
+        if ruleless:
+            kinds = ", ".join(sorted({self._kind(u) for u in ruleless}))
+            return _Why(f"output feeds only ops with no octave rule: {kinds}",
+                        lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
+                                     f"only feeds {names}, which need a plain tensor ({kinds}: no octave rule)")
+        return _Why(f"output feeds only plain consumers: {kinds}",
+                    lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
+                                 f"only feeds {names}, which need a plain tensor")
+
+    def _kind(self, node: fx.Node) -> str:
+        """What a node is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``, and for
+        a function inside another library's variant of a PyTorch layer, that variant's class."""
+        if node.op == "output":
+            return "the model's output"
+        if node.op != "call_module":
+            owner = self._variant_owner(node)
+            if owner is not None:
+                return f"{registry.describe(node)} in {owner.__module__.partition('.')[0]}'s {owner.__name__}"
+            return registry.describe(node)
+        kind = type(self.modules[node.target]).__name__
+        small = self.categories.get(node) == CONV and min(spatial(node)) < self.min_size
+        return f"{kind} on small maps" if small else kind
+
+    def _lacks_rule(self, node: fx.Node) -> bool:
+        """An op of another library that no octave rule covers: a module, or a function inside a variant of a
+        PyTorch layer (timm's BatchNormAct2d runs F.batch_norm); a rule would let it take octave tensors."""
+        if registry.find_rule(node, self.modules) is not None:
+            return False
+        if node.op == "call_module":
+            return not type(self.modules[node.target]).__module__.startswith("torch.")
+        return node.op == "call_function" and self._variant_owner(node) is not None
+
+    @staticmethod
+    def _variant_owner(node: fx.Node) -> Optional[type]:
+        """The class of the module a function node runs in, if it is another library's subclass of a PyTorch
+        layer (not of ``nn.Module`` alone), else None."""
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        owner = stack[-1][1] if stack and isinstance(stack[-1], tuple) else None
+        if not isinstance(owner, type) or owner.__module__.startswith("torch."):
+            return None
+        layers = [base for base in owner.__mro__[1:] if base.__module__.startswith("torch.nn.") and base is not nn.Module]
+        return owner if layers else None
 
     def _uses_octave(self, consumer: fx.Node) -> bool:
         category = self.categories.get(consumer)
@@ -276,7 +365,8 @@ class Planner:
         return unit
 
     # -- 4. per-conv splits ------------------------------------------------------------------
-    def _conv_splits(self, layouts: Dict[fx.Node, Split], reasons: Dict[fx.Node, str]) -> Dict[fx.Node, Tuple[Split, Split]]:
+    def _conv_splits(self, layouts: Dict[fx.Node, Split],
+                     reasons: Dict[fx.Node, _Why]) -> Dict[fx.Node, Tuple[Split, Split]]:
         result = {}
         for node in self.nodes:
             if self.categories[node] != CONV:
@@ -284,7 +374,7 @@ class Planner:
             conv = self._conv(node)
             source = next(iter(feature_args(node)))
             in_split, out_split = layouts.get(source), layouts.get(node)
-            own_reason = "" if is_depthwise(conv) else self._plain_output_reason(node)
+            own_reason = None if is_depthwise(conv) else self._plain_output_reason(node)
             if own_reason:
                 out_split = None
             if in_split is not None and conv.groups > 1 and not is_depthwise(conv) and not (
@@ -294,8 +384,7 @@ class Planner:
                                        f"groups={conv.groups} need the low channels last in whole groups"))
             result[node] = (in_split, out_split)
             if out_split is None:
-                reason = own_reason or reasons.get(self.classes.find(node), "")
-                self.notes.append(Note(conv_name(node), "plain", reason or "its output joins a plain tensor"))
+                self.notes.append(self._plain_note(node, own_reason or reasons.get(self.classes.find(node))))
         return result
 
     def plan(self) -> Plan:

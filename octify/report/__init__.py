@@ -8,7 +8,8 @@ from . import octave_rules, torch_rules  # noqa: F401  (register the built-in co
 from .comparison import Report, build_report
 from .costs import SCHEMA_VERSION, LayerCost, ModelCost
 from .counting import cost
+from .coverage import Coverage, ReasonGroup, SavingsWarning
 from .rules import RULES, CountingRule, OpCall, find_rule, register_rule
 
-__all__ = ["RULES", "SCHEMA_VERSION", "CountingRule", "LayerCost", "ModelCost", "OpCall", "Report",
-           "build_report", "cost", "find_rule", "register_rule"]
+__all__ = ["RULES", "SCHEMA_VERSION", "CountingRule", "Coverage", "LayerCost", "ModelCost", "OpCall", "ReasonGroup",
+           "Report", "SavingsWarning", "build_report", "cost", "find_rule", "register_rule"]

@@ -1,10 +1,15 @@
 """The comparison report of a conversion: the original and the converted model side by side.
 
-``Report.to_dict()`` (schema version 1): ``schema_version``, ``units``, ``original`` and
+``Report.to_dict()`` (schema version 2): ``schema_version``, ``units``, ``original`` and
 ``converted`` (each a ``ModelCost.to_dict()`` without its own version and units),
 ``ratios`` (converted / original for ``macs``, ``params``, ``activation_bytes``,
-``peak_activation_bytes``; null where the original is 0) and ``notes`` (the conversion's
-notes, ``{"name", "kind", "reason"}``).
+``peak_activation_bytes``; null where the original is 0), ``ratios_exclude`` (layers of
+either model that could not be counted, so that MACs and their ratio leave them out),
+``coverage`` (``convolution_macs``, ``octave_macs``, ``share``, and ``plain``: one
+``{"cause", "layers", "macs", "share"}`` per cause, largest first; see
+:mod:`octify.report.coverage`), ``possible_savings`` (MACs the alphas could save if every
+convolution were octave; null when no alphas were given) and ``notes`` (the conversion's
+notes, ``{"name", "kind", "reason", "cause"}``).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import dataclasses
 import html
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -22,8 +27,9 @@ from ..capture.tracer import LeafSpec
 from ..layers import ChannelSplitter, OctGlobalAvgPool, OctGlobalMaxPool, OctMerge, OctSplit
 from ..notes import Note
 from . import formatting
-from .costs import DEFAULT_DEPTH, SCHEMA_VERSION, UNITS, LayerCost, ModelCost
+from .costs import DEFAULT_DEPTH, MEASURED_TITLE, SCHEMA_VERSION, UNCOUNTED_TITLE, UNITS, LayerCost, ModelCost
 from .counting import cost
+from .coverage import Coverage, coverage, possible_savings, shortfall_warning
 from .exports import csv_text, dataframe
 from .grouping import group, subtotals
 
@@ -34,18 +40,30 @@ Section = Tuple[str, List[str]]
 
 
 def build_report(original: nn.Module, converted: nn.Module, example_inputs: Sequence[Any],
-                 notes: Iterable[Note] = (), leaf_modules: Iterable[LeafSpec] = ()) -> "Report":
-    """Cost both models on ``example_inputs`` and attach the conversion's ``notes`` to the converted rows."""
+                 notes: Iterable[Note] = (), leaf_modules: Iterable[LeafSpec] = (),
+                 alphas: Optional[Mapping[str, float]] = None) -> "Report":
+    """Cost both models on ``example_inputs`` and attach the conversion's ``notes`` to the converted rows.
+
+    ``alphas`` (convolution name -> scheduled alpha) gives the possible savings the report
+    measures the conversion against.
+    """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     notes = list(notes)
     converted_cost = cost(converted, example_inputs=inputs, leaf_modules=leaf_modules)
-    reasons: Dict[str, List[str]] = {}
+    by_name: Dict[str, List[Note]] = {}
     for note in notes:
-        reasons.setdefault(note.name, []).append(note.reason)
-    layers = [dataclasses.replace(layer, reason="; ".join(reasons[layer.name])) if layer.name in reasons
-              else layer for layer in converted_cost.layers]
-    return Report(cost(original, example_inputs=inputs, leaf_modules=leaf_modules),
-                  dataclasses.replace(converted_cost, layers=layers), notes)
+        by_name.setdefault(note.name, []).append(note)
+    layers = [_with_notes(layer, by_name[layer.name]) if layer.name in by_name else layer
+              for layer in converted_cost.layers]
+    original_cost = cost(original, example_inputs=inputs, leaf_modules=leaf_modules)
+    possible = possible_savings(original_cost, alphas) if alphas is not None else None
+    return Report(original_cost, dataclasses.replace(converted_cost, layers=layers), notes, possible)
+
+
+def _with_notes(layer: LayerCost, notes: List[Note]) -> LayerCost:
+    causes = [note.group for note in notes if note.kind == "plain"]
+    return dataclasses.replace(layer, reason="; ".join(note.reason for note in notes),
+                               cause=causes[0] if causes else "")
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,27 @@ class Report:
     original: ModelCost
     converted: ModelCost
     notes: List[Note] = field(default_factory=list)
+    possible_savings: Optional[int] = None
+
+    @property
+    def coverage(self) -> Coverage:
+        """The share of the original's convolution MACs now in octave layers, plain ones by cause."""
+        return coverage(self.original, self.converted, self.notes)
+
+    @property
+    def saved_macs(self) -> int:
+        return self.original.macs - self.converted.macs
+
+    @property
+    def uncounted(self) -> List[str]:
+        """Layers of either model no rule or measurement could count, once each: the totals exclude them."""
+        return list(dict.fromkeys(self.original.uncounted + self.converted.uncounted))
+
+    def shortfall(self) -> Optional[str]:
+        """A warning's text when the conversion saves less than a tenth of :attr:`possible_savings`, else None."""
+        if self.possible_savings is None:
+            return None
+        return shortfall_warning(self.saved_macs, self.possible_savings, self.original.macs, self.coverage)
 
     @property
     def ratios(self) -> Dict[str, Optional[float]]:
@@ -73,7 +112,7 @@ class Report:
 
     @property
     def splits_and_merges(self) -> List[LayerCost]:
-        """Where the converted model changes between plain and octave tensors."""
+        """Where the converted model changes between plain and octave tensors (every call of each)."""
         return [layer for layer in self.converted.layers if layer.op in BOUNDARY_OPS]
 
     # -- exports -----------------------------------------------------------------------------
@@ -83,7 +122,8 @@ class Report:
             return {k: v for k, v in model_cost.to_dict().items() if k not in ("schema_version", "units")}
 
         return {"schema_version": SCHEMA_VERSION, "units": UNITS, "original": body(self.original),
-                "converted": body(self.converted), "ratios": self.ratios,
+                "converted": body(self.converted), "ratios": self.ratios, "ratios_exclude": self.uncounted,
+                "coverage": self.coverage.to_dict(), "possible_savings": self.possible_savings,
                 "notes": [note.to_dict() for note in self.notes]}
 
     def to_json(self, indent: Optional[int] = 2) -> str:
@@ -124,7 +164,8 @@ class Report:
     def totals_grid(self) -> formatting.Grid:
         grid = formatting.Grid(["total", "original", "converted", "converted/original"],
                                numeric=("original", "converted", "converted/original"))
-        lines = [("MACs (multiply-accumulates)", "macs", formatting.count),
+        excluding = f", excluding {len(self.uncounted)} not counted" if self.uncounted else ""
+        lines = [(f"MACs (multiply-accumulates{excluding})", "macs", formatting.count),
                  ("FLOPs (2 x MACs)", "flops", formatting.count),
                  ("parameters", "params", formatting.count),
                  ("feature maps (all outputs)", "activation_bytes", formatting.size),
@@ -134,6 +175,9 @@ class Report:
                               formatting.percent(formatting.ratio(getattr(self.converted, key),
                                                                   getattr(self.original, key)))])
         grid.rows.append(["peak reached at", self.original.peak_at, self.converted.peak_at, ""])
+        cover = self.coverage
+        grid.rows.append(["coverage: convolution MACs in octave layers", formatting.count(cover.convolution_macs),
+                          formatting.count(cover.octave_macs), formatting.percent(cover.share)])
         return grid
 
     def explanations(self) -> List[Section]:
@@ -144,19 +188,26 @@ class Report:
             shown.add(layer.name)
             plain.append(f"{layer.name} ({layer.op} {formatting.alphas(layer.alpha_in, layer.alpha_out)}, "
                          f"{formatting.count(layer.macs)} MACs): {layer.reason or 'no reason recorded'}")
-        resampling = []
+        by_cause = [f"{group.cause}: {formatting.percent(group.share)} ({formatting.count(group.macs)} MACs, "
+                    f"{len(group.layers)} convolution{'s' if len(group.layers) != 1 else ''})"
+                    + (f"; fix: {group.fix}" if group.fix else "") for group in self.coverage.plain]
+        calls: Dict[str, List[LayerCost]] = {}
         for layer in self.splits_and_merges:
-            shown.add(layer.name)
+            calls.setdefault(layer.name, []).append(layer)
+        resampling = []
+        for name, layers in calls.items():
+            shown.add(name)
+            layer, times = layers[0], f", {len(layers)} calls" if len(layers) > 1 else ""
             details = [f"output {formatting.shapes(layer.output_shapes)}",
-                       f"creates {formatting.size(layer.activation_bytes)} of feature maps", "0 MACs",
-                       layer.remark, layer.reason]
-            resampling.append(f"{layer.name} ({layer.op}): " + "; ".join(d for d in details if d))
+                       f"creates {formatting.size(sum(l.activation_bytes for l in layers))} of feature maps",
+                       "0 MACs", layer.remark, layer.reason]
+            resampling.append(f"{name} ({layer.op}{times}): " + "; ".join(d for d in details if d))
         others = [f"[{note.kind}] {note.name}: {note.reason}" for note in self.notes if note.name not in shown]
-        sections = [(f"Convolutions with a plain output ({len(plain)})", plain),
-                    (f"Splits and merges ({len(resampling)})", resampling), ("Other notes", others)]
-        uncounted = self.original.uncounted + self.converted.uncounted
-        if uncounted:
-            sections.append(("Not counted (no counting rule, not traceable)", uncounted))
+        measured = list(dict.fromkeys(self.original.measured + self.converted.measured))
+        sections = [("Plain convolutions by cause (share of the original's convolution MACs)", by_cause),
+                    (f"Convolutions with a plain output ({len(plain)})", plain),
+                    (f"Splits and merges ({len(resampling)})", resampling), ("Other notes", others),
+                    (MEASURED_TITLE, [", ".join(measured)] if measured else []), (UNCOUNTED_TITLE, self.uncounted)]
         return [(title, lines) for title, lines in sections if lines]
 
     def _title(self) -> str:

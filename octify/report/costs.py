@@ -1,8 +1,8 @@
 """The cost of one model: totals and one row per operation.
 
-``ModelCost.to_dict()`` (schema version 1), all counts integers:
+``ModelCost.to_dict()`` (schema version 2), all counts integers:
 
-* ``schema_version``: 1; ``units``: what the numbers mean;
+* ``schema_version``: 2; ``units``: what the numbers mean;
 * ``model``: the model's class name; ``input_shapes``: list of shapes; ``traced``: how
   the graph was obtained;
 * ``totals``: ``macs`` (multiply-accumulates), ``flops`` (2 x macs), ``params``,
@@ -12,8 +12,10 @@
   name, or node name for functions), ``scope`` (the enclosing module), ``op``,
   ``alpha_in`` / ``alpha_out`` (null unless a convolution), ``output_shapes``, ``params``,
   ``macs``, ``activation_bytes``, ``remark`` (what the counting rule adds), ``reason``
-  (the conversion's explanation);
-* ``uncounted``: leaf modules holding parameters that no counting rule covers.
+  (the conversion's explanation), ``cause`` (the kind of reason, for grouping);
+* ``measured``: layers no counting rule covers, counted by ``FlopCounterMode`` on fake tensors
+  (their remark says so);
+* ``uncounted``: layers no rule covers that could not be measured either: ``macs`` excludes them.
 """
 from __future__ import annotations
 
@@ -26,10 +28,12 @@ from . import formatting
 from .exports import csv_text, dataframe
 from .grouping import group
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: layers' ``cause``, ``measured``; the report's ``coverage``
 UNITS = {"macs": "multiply-accumulates", "flops": "2 x macs", "activation_bytes": "bytes",
          "peak_activation_bytes": "bytes"}
 DEFAULT_DEPTH = 2
+MEASURED_TITLE = "Counted by measurement (FlopCounterMode on fake tensors; no counting rule)"
+UNCOUNTED_TITLE = "Not counted (no counting rule, could not be measured; MACs and ratios exclude them)"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class LayerCost:
     alpha_out: Optional[float] = None
     remark: str = ""
     reason: str = ""
+    cause: str = ""
 
     @property
     def path(self) -> Tuple[str, ...]:
@@ -77,6 +82,7 @@ class ModelCost:
     peak_at: str
     layers: List[LayerCost]
     uncounted: List[str] = field(default_factory=list)
+    measured: List[str] = field(default_factory=list)
     module_types: Dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -95,7 +101,7 @@ class ModelCost:
         return {"schema_version": SCHEMA_VERSION, "units": UNITS, "model": self.model,
                 "input_shapes": [list(shape) for shape in self.input_shapes], "traced": self.traced,
                 "totals": self.totals(), "layers": [layer.to_dict() for layer in self.layers],
-                "uncounted": list(self.uncounted)}
+                "measured": list(self.measured), "uncounted": list(self.uncounted)}
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -135,13 +141,16 @@ class ModelCost:
         shapes = ", ".join(formatting.shapes([s]) for s in self.input_shapes)
         parts = [f"{self.model}, input {shapes}: {self.traced}", formatting.UNITS_NOTE, "",
                  self.grid(depth).text(), "", self.totals_grid().text()]
-        if self.uncounted:
-            parts += ["", "Not counted (no counting rule, not traceable): " + ", ".join(self.uncounted)]
-        return "\n".join(parts)
+        return "\n".join(parts + [f"\n{line}" for line in self._lists()])
 
     def to_markdown(self, depth: Optional[int] = DEFAULT_DEPTH) -> str:
         return "\n\n".join([f"**{self.model}** ({self.traced}). {formatting.UNITS_NOTE}",
-                            self.grid(depth).markdown(), self.totals_grid().markdown()])
+                            self.grid(depth).markdown(), self.totals_grid().markdown(), *self._lists()])
+
+    def _lists(self) -> List[str]:
+        """The layers counted by measurement and those not counted, a line each where there are any."""
+        return [f"{title}: " + ", ".join(names) for title, names in
+                ((MEASURED_TITLE, self.measured), (UNCOUNTED_TITLE, self.uncounted)) if names]
 
     def _repr_html_(self) -> str:
         return (f"<p><b>{html.escape(self.model)}</b> ({html.escape(self.traced)}). "

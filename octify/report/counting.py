@@ -10,6 +10,7 @@ from torch import fx, nn
 from ..capture import capture, propagate_shapes
 from ..capture.tracer import LeafSpec
 from .costs import LayerCost, ModelCost
+from .measuring import MEASURED, measured_macs, needs_measuring
 from .memory import CALL_OPS, FeatureMemory, feature_memory, tensors_in
 from .rules import OpCall, find_rule
 
@@ -25,7 +26,8 @@ def cost(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224),
     tensor of ``input_shape``. A plain module is traced with :func:`octify.capture.capture`
     (``leaf_modules`` as there); an ``fx.GraphModule`` (a converted model) is costed on its
     own graph, so its node names are kept. MACs come from shapes through the counting rules
-    (:mod:`octify.report.rules`); nothing is timed or counted at run time.
+    (:mod:`octify.report.rules`); a leaf or third-party function no rule covers is measured
+    on fake tensors (:mod:`octify.report.measuring`); nothing is computed or timed.
     """
     inputs = _example_inputs(model, input_shape, example_inputs)
     if isinstance(model, fx.GraphModule):
@@ -67,6 +69,7 @@ def _measure(model: nn.Module, graph_module: fx.GraphModule, inputs: Tuple[Any, 
     attributed: Set[int] = set()
     layers: List[LayerCost] = []
     uncounted: List[str] = []
+    measured: List[str] = []
     for node in graph_module.graph.nodes:
         scopes[node] = _scope(node, scopes)
         if node.op not in CALL_OPS:
@@ -80,9 +83,16 @@ def _measure(model: nn.Module, graph_module: fx.GraphModule, inputs: Tuple[Any, 
             if inside is not None:
                 layers += [_prefixed(layer, node.target) for layer in inside.layers]
                 uncounted += [f"{node.target}.{name}" for name in inside.uncounted]
+                measured += [f"{node.target}.{name}" for name in inside.measured]
                 continue
-            uncounted.append(f"{node.target} ({type(module).__name__})")
         layer = _layer(node, module, call, rule, params, memory, scopes[node])
+        if rule is None and needs_measuring(node, module, params):
+            macs = measured_macs(call)
+            if macs is None:
+                uncounted.append(f"{layer.name} ({layer.op})")
+            else:
+                measured.append(layer.name)
+                layer = dataclasses.replace(layer, macs=macs, remark=MEASURED)
         if layer.output_shapes or layer.macs or layer.params:
             layers.append(layer)
     peak_node = memory.peak_node
@@ -97,6 +107,7 @@ def _measure(model: nn.Module, graph_module: fx.GraphModule, inputs: Tuple[Any, 
         peak_at=_node_label(peak_node) if peak_node is not None else "",
         layers=layers,
         uncounted=uncounted,
+        measured=measured,
         module_types=_module_types(model, graph_module))
 
 

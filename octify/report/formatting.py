@@ -68,7 +68,7 @@ class Grid:
 
     def markdown(self) -> str:
         def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+            return "| " + " | ".join(_keep_indent(c.replace("|", "\\|")) for c in cells) + " |"
 
         marks = ["---:" if h in self.numeric else "---" for h in self.headers]
         return "\n".join([line(self.headers), "|" + "|".join(marks) + "|"] + [line(row) for row in self.rows])
@@ -76,7 +76,13 @@ class Grid:
     def html(self) -> str:
         def cells(tag: str, row: Sequence[str]) -> str:
             return "".join(f"<{tag} style=\"text-align:{'right' if h in self.numeric else 'left'}\">"
-                           f"{html.escape(c)}</{tag}>" for c, h in zip(row, self.headers))
+                           f"{_keep_indent(html.escape(c))}</{tag}>" for c, h in zip(row, self.headers))
 
         body = "".join(f"<tr>{cells('td', row)}</tr>" for row in self.rows)
         return f"<table><thead><tr>{cells('th', self.headers)}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _keep_indent(cell: str) -> str:
+    """Leading spaces as ``&nbsp;``: Markdown and HTML drop them, and with them the module hierarchy."""
+    text = cell.lstrip(" ")
+    return "&nbsp;" * (len(cell) - len(text)) + text

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.swin_transformer import shifted_window_attention
+from torchvision.ops import StochasticDepth
 
 from .rules import OpCall, register_rule, zero_macs
 
@@ -146,4 +147,5 @@ def shifted_window_attention_macs(call: OpCall) -> int:
 # marks them as counted, so that the report does not list them as unknown.
 register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d,
               nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.Embedding,
-              nn.EmbeddingBag, nn.PReLU)(zero_macs)
+              nn.EmbeddingBag, nn.PReLU, F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm,
+              StochasticDepth)(zero_macs)
