@@ -10,6 +10,7 @@ Order of attempts, each reported in :class:`Captured`:
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, Sequence, Tuple
@@ -108,7 +109,8 @@ def _mode_dependence(model: nn.Module, traced: fx.GraphModule, leaves: Sequence[
     finally:
         for m, training in modes.items():
             m.training = training
-    ours, theirs = traced.code.splitlines(), other.code.splitlines()
+    ours, theirs = (re.sub(r"_tensor_constant\d+", "_tensor_constant", code).splitlines()  # numbered per trace
+                    for code in (traced.code, other.code))
     return next((line.strip() for line, twin in zip(ours, theirs) if line != twin), "") or (
         "" if len(ours) == len(theirs) else "the graphs differ in length")
 
