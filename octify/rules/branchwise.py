@@ -12,7 +12,7 @@ from torch.fx.node import _get_qualified_name
 
 from .. import ops
 from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
-from ..plan.facts import feature_args
+from ..plan.facts import feature_args, is_feature_map, node_args
 from .registry import PER_BRANCH, Rule, register
 
 if TYPE_CHECKING:
@@ -71,6 +71,9 @@ def _pool_geometry(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Dic
 
 def check_pooling(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
     """Per-branch pooling must keep the low branch at ceil(half) of the high branch at every input size."""
+    computed = [arg.name for arg in node_args(node) if not is_feature_map(arg)]
+    if computed:  # F.avg_pool2d(x, x.size()[2:]): the geometry is known only when it runs
+        return f"its kernel, stride or padding is computed in the graph (from {', '.join(computed)})"
     params = _pool_geometry(node, modules)
     if params is None:
         return "pooling with indices or a divisor override has no octave rule"
