@@ -124,7 +124,7 @@ def _use_all_cpus() -> None:
 
 def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> Row:
     """Every measurement for one (model, alpha)."""
-    fast_original, fast_converted = octify.for_inference(_as_graph(original)), octify.for_inference(converted)
+    fast_original, fast_converted = octify.for_inference(original), octify.for_inference(converted)
     sample = torch.randn(1, 3, args.size, args.size)
     with torch.no_grad():
         _check_same(fast_converted(sample), converted.eval()(sample), f"{name} alpha={alpha}")
@@ -150,15 +150,6 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
         row.memory = (peak_activation_bytes(fast_original, sample), peak_activation_bytes(fast_converted, sample),
                       estimate)
     return row
-
-
-def _as_graph(model: nn.Module) -> nn.Module:
-    """``model`` as a torch.fx GraphModule when it traces, so for_inference's graph passes (in-place
-    residual adds, add + ReLU in one pass) apply to the original as they do to the converted model."""
-    try:
-        return torch.fx.symbolic_trace(model)
-    except Exception:  # an untraceable model runs as it is
-        return model
 
 
 def _training_step_times(original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> tuple:

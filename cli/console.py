@@ -34,7 +34,8 @@ class Console:
             self.message(text)
 
     def warning(self, text: str) -> None:
-        self.info(f"octify: warning: {text}")
+        """A warning about the result, even when quiet."""
+        self.message(f"octify: warning: {text}")
 
     def error(self, text: str) -> None:
         self.message(f"octify: error: {text}")

@@ -8,7 +8,6 @@ from typing import Dict, List, Optional, Union
 import torch
 
 import octify
-from octify.capture.capture import FIXED_SHAPES
 from octify.export import FORMATS, export, save_code
 
 from .checks import Comparison, compare_outputs
@@ -42,8 +41,6 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
             conversion = octify.convert(model, schedule, input_shape=request.input_shape, leaf_modules=leaves)
         except octify.ConversionError as error:
             raise CommandError(f"cannot convert {name}: {error}") from error
-    if FIXED_SHAPES in conversion.capture_method:
-        console.warning(conversion.capture_method)
     layers = conversion.report.converted.layers
     outcome = Outcome(format_report(conversion.report, request.report_format),
                       any(layer.alpha_in or layer.alpha_out for layer in layers))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -9,13 +10,14 @@ import torch
 from torch import fx, nn
 
 from . import rules  # noqa: F401  (registers the op rules)
-from .capture import capture
+from .capture import FIXED_SHAPES, capture
 from .capture.tracer import LeafSpec
 from .notes import Note
 from .plan import Schedule, make_plan
 from .plan.schedule import ScheduleLike
+from .ops import accepted_shape
 from .report import Report, build_report
-from .rewrite import rewrite
+from .rewrite import guard_input_shapes, rewrite
 from .verify import check_same_outputs
 
 
@@ -62,13 +64,25 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     schedule.warn_unused(str(n.target) for n in captured.module.graph.nodes
                          if n.op == "call_module" and type(captured.module.get_submodule(n.target)) is nn.Conv2d)
     module, edge_notes = rewrite(captured.module, plan)
-    check_same_outputs(captured.module, module, inputs)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
+    if captured.method == FIXED_SHAPES:
+        guard_input_shapes(module, inputs, captured.fixed_dims)
+        notes.append(_fixed_shape_note(type(model).__name__, inputs, captured.fixed_dims))
+        warnings.warn(notes[-1].reason, UserWarning, stacklevel=2)
+    check_same_outputs(captured.module, module, inputs)
     notes += plan.notes + edge_notes
     report = build_report(captured.module, module, inputs, notes)
     for node in module.graph.nodes:  # shapes were for checking and costing; the module is general
         node.meta.pop("val", None)
     return Conversion(module, report, notes, captured.describe(), inputs)
+
+
+def _fixed_shape_note(name: str, inputs: Sequence[torch.Tensor], fixed_dims: Sequence[Tuple[int, ...]]) -> Note:
+    accepted = ", ".join(accepted_shape(tuple(x.shape), dims) for x, dims in zip(inputs, fixed_dims)
+                         if isinstance(x, torch.Tensor))
+    return Note(name, "fixed shapes", f"traced with the example input's sizes fixed (its forward reads them): the "
+                                      f"converted module accepts inputs of shape {accepted} only and refuses others; "
+                                      f"convert again for another size")
 
 
 def _random_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:

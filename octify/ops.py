@@ -95,3 +95,25 @@ def size(x: OctaveTensor, dim: Union[int, None] = None) -> Union[torch.Size, int
     merged = torch.Size((high.shape[0], high.shape[1] + low.shape[1]) + tuple(high.shape[2:]))
     return merged if dim is None else merged[dim]
 
+
+
+@graph_leaf
+def fixed_shape(x: Tensor, traced: Tuple[int, ...], dims: Tuple[int, ...]) -> Tensor:
+    """``x`` unchanged when it matches the ``traced`` shape in ``dims`` (and in rank); ValueError otherwise.
+
+    Guards a module traced with its input's sizes fixed: another size could take another path.
+    """
+    shape = tuple(x.shape)
+    if len(shape) != len(traced) or any(shape[d] != traced[d] for d in dims):
+        accepted = accepted_shape(traced, dims)
+        wanted = ",".join(map(str, shape))
+        raise ValueError(f"this module was converted with its input's sizes fixed at {tuple(traced)} (the model's "
+                         f"forward reads them, so another size could take another path): it accepts inputs of "
+                         f"shape {accepted} only, got {shape}; convert the model again for this size "
+                         f"(input_shape={shape} / --input-shape {wanted})")
+    return x
+
+
+def accepted_shape(traced: Sequence[int], dims: Sequence[int]) -> str:
+    """``(*, 3, 224, 224)``: the traced sizes of ``dims``, ``*`` for any other dimension."""
+    return "(" + ", ".join(str(traced[d]) if d in dims else "*" for d in range(len(traced))) + ")"

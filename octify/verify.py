@@ -8,7 +8,7 @@ from torch import fx
 from torch.utils._pytree import tree_flatten
 
 from .capture import propagate_shapes
-from .errors import ConversionError
+from .errors import InternalError
 
 
 def output_signature(module: fx.GraphModule) -> Tuple[Any, List[Any]]:
@@ -19,15 +19,15 @@ def output_signature(module: fx.GraphModule) -> Tuple[Any, List[Any]]:
 
 
 def check_same_outputs(original: fx.GraphModule, converted: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> None:
-    """Record shapes on ``converted``; ConversionError unless it returns what ``original`` returned.
+    """Record shapes on ``converted``; InternalError unless it returns what ``original`` returned.
 
     ``original`` must already carry ``meta["val"]`` (the capture stage records it).
     """
     try:
         propagate_shapes(converted, inputs)
     except Exception as error:
-        raise ConversionError(f"the converted module fails on the example input ({type(error).__name__}: "
-                              f"{error})") from error
+        raise InternalError(f"the converted module fails on the example input ({type(error).__name__}: "
+                            f"{error})") from error
     expected, produced = output_signature(original), output_signature(converted)
     if produced != expected:
-        raise ConversionError(f"the converted module returns {produced[1]} instead of {expected[1]}")
+        raise InternalError(f"the converted module returns {produced[1]} instead of {expected[1]}")

@@ -1,4 +1,5 @@
 """The channel-split convention, resampling, and the per-branch modules."""
+import copy
 import math
 from fractions import Fraction
 
@@ -167,14 +168,14 @@ def test_batchnorm_training_updates_each_channel_like_bn():
     bn = _random_bn(10).train()
     obn = OctBatchNorm2d.from_bn(bn, split)
     assert obn.training
-    x = torch.randn(4, 10, 6, 6)
-    high, low = obn((x[:, list(split.high_index)], x[:, list(split.low_index)]))
-    reference = bn(x)
-    torch.testing.assert_close(high, reference[:, list(split.high_index)], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(low, reference[:, list(split.low_index)], atol=1e-5, rtol=1e-5)
-    for branch, index in ((obn.bn_h, list(split.high_index)), (obn.bn_l, list(split.low_index))):
-        torch.testing.assert_close(branch.running_mean, bn.running_mean[index])
-        torch.testing.assert_close(branch.running_var, bn.running_var[index])
+    x, x_low = torch.randn(4, 10, 6, 6), torch.randn(4, 10, 3, 3)
+    high, low = obn((x[:, list(split.high_index)], x_low[:, list(split.low_index)]))
+    for branch, out, source, index in ((obn.bn_h, high, x, list(split.high_index)),
+                                       (obn.bn_l, low, x_low, list(split.low_index))):
+        reference_bn = copy.deepcopy(bn)
+        torch.testing.assert_close(out, reference_bn(source)[:, index], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(branch.running_mean, reference_bn.running_mean[index])
+        torch.testing.assert_close(branch.running_var, reference_bn.running_var[index])
 
 
 def test_batchnorm_needs_both_branches():
@@ -233,7 +234,7 @@ def test_split_and_merge_check_their_inputs():
         OctSplit(ChannelSplit.trailing(4, 0))
     with pytest.raises(ValueError, match="both branches"):
         OctMerge(ChannelSplit.trailing(4, 4))
-    with pytest.raises(ValueError, match="expects 4 channels, got 5"):
+    with pytest.raises(ValueError, match=r"OctSplit expects 4 channels, got \(1, 5, 4, 4\)"):
         OctSplit(ChannelSplit.trailing(4, 2))(torch.rand(1, 5, 4, 4))
-    with pytest.raises(ValueError, match=r"needs it at \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"needs batch 1 and size \(4, 4\)"):
         OctMerge(ChannelSplit.trailing(4, 2))((torch.rand(1, 2, 7, 7), torch.rand(1, 2, 3, 3)))

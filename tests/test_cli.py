@@ -394,10 +394,15 @@ def test_schedule_file_sets_alphas_by_pattern_first_match_wins(workdir, capsys):
     assert "octify: warning: schedule pattern 'nothing.*' matches no convolution of the model" in err
 
 
-def test_warns_when_the_model_traces_only_at_a_fixed_size(workdir, capsys):
-    code, out, err = octify_here(capsys, "sized.py", "-o", "out", *SMALL)
+def test_warns_when_the_model_traces_only_at_a_fixed_size_even_when_quiet(workdir, capsys):
+    code, out, err = octify_here(capsys, "sized.py", "-o", "out", "--quiet", *SMALL)
     assert code == 0, err
-    assert "octify: warning: captured by fixed shapes tracing (valid for inputs of shape (1, 3, 32, 32))" in err
+    assert ("octify: warning: traced with the example input's sizes fixed (its forward reads them): the converted "
+            "module accepts inputs of shape (*, *, *, 32) only") in err
+    notes = json.loads((workdir / "out" / "report.json").read_text())["notes"]
+    assert [note["kind"] for note in notes].count("fixed shapes") == 1
+    with pytest.raises(ValueError, match=r"sizes fixed at \(1, 3, 32, 32\).*got \(1, 3, 16, 16\)"):
+        load_saved(workdir / "out")(torch.randn(1, 3, 16, 16))
 
 
 @pytest.mark.parametrize("leaf", ["block", "Block", "net.Block"])

@@ -93,6 +93,25 @@ def test_input_shape_the_model_rejects_is_a_conversion_error(resnet18):
         octify.convert(resnet18, 0.5, input_shape=(1, 5, 64, 64))
 
 
+class LinearAfterFlatten(nn.Module):
+    """Accepts 64x64 inputs only: the most common first mistake is converting it at 224x224."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 64 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.conv(x), 1))
+
+
+def test_a_rejected_input_size_prints_nothing_but_the_error(capfd):
+    with pytest.raises(octify.ConversionError, match=r"rejects an input of shape \(1, 3, 224, 224\).*mat1 and mat2"):
+        octify.convert(LinearAfterFlatten(), 0.5)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
 def test_the_input_model_is_never_modified(resnet18):
     model = torchvision.models.resnet18(weights=None).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}

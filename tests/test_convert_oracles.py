@@ -89,3 +89,25 @@ def test_converted_weights_start_from_the_original():
     original = model.branch_a.weight
     assert torch.equal(layer.h2h.weight, original[: layer.high_out, : layer.high_in])
     assert torch.equal(layer.l2l.weight, original[layer.high_out:, layer.high_in:])
+
+
+class ConcatOfItself(nn.Module):
+    """A concat that lists the same tensor twice: its split repeats that tensor's split."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1), nn.Conv2d(12, 6, 1)
+
+    def forward(self, x):
+        y = self.b(self.a(x))
+        return self.head(torch.cat([y, y, y], 1))
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5])
+def test_a_concat_repeating_one_part_is_exact_on_block_constant_inputs(alpha):
+    model = ConcatOfItself().eval()
+    x = block_constant(3, 10, 10)
+    conversion = octify.convert(model, alpha, example_inputs=(x,), plain_stem=False)
+    assert not conversion.module.head.is_plain
+    with torch.no_grad():
+        torch.testing.assert_close(conversion.module.eval()(x), model(x), rtol=1e-5, atol=1e-6)

@@ -242,7 +242,8 @@ def test_for_inference_on_plain_resnet18():
     model = randomize_batchnorms(torchvision.models.resnet18(weights=None)).eval()
     x = torch.randn(2, 3, 64, 64)
     optimized = for_inference(model)
-    assert type(optimized) is type(model)
+    assert isinstance(optimized, fx.GraphModule)  # captured as convert captures, so every graph pass applies
+    assert "inplace_add_relu_into" in optimized.code  # residual add + ReLU in one in-place pass
     assert not any(isinstance(m, nn.BatchNorm2d) for m in optimized.modules())
     assert optimized.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -260,9 +261,29 @@ def test_for_inference_leaves_untraceable_models_unfolded_but_correct():
 
     model = DataDependent().eval()
     x = torch.rand(1, 3, 8, 8)
-    optimized = for_inference(model)
+    with pytest.warns(UserWarning, match="DataDependent cannot be traced.*BatchNorm folding.*skipped.*example_inputs"):
+        optimized = for_inference(model)
     assert isinstance(optimized.bn, nn.BatchNorm2d)
     torch.testing.assert_close(optimized(x), model(x), **TOLERANCE)
+
+
+def test_for_inference_captures_size_dependent_models_with_fixed_sizes():
+    class SizeDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), randomize_batchnorms(nn.BatchNorm2d(4))
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.shape[-1] > 4 else x
+
+    model = SizeDependent().eval()
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.warns(UserWarning, match=r"sizes fixed at \(2, 3, 8, 8\)"):
+        optimized = for_inference(model, example_inputs=(x,))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in optimized.modules())
+    torch.testing.assert_close(optimized(x), model(x), **TOLERANCE)
+    with pytest.raises(ValueError, match="accepts inputs of shape"):
+        optimized(torch.rand(2, 3, 8, 4))
 
 
 def test_shared_batchnorm_is_not_folded():

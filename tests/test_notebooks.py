@@ -84,7 +84,6 @@ def test_compare_costs_notebook(tmp_path, monkeypatch):
         assert all(later < earlier for earlier, later in zip(macs, macs[1:])), (model, macs)
         assert all(later < earlier for earlier, later in zip(memory, memory[1:])), (model, memory)
         assert all(row["params_ratio"] == 1.0 for row in own)
-        assert all(row["latency_ms"] > 0 for row in own)
     resnet50 = next(row for row in rows if row["model"] == "resnet50" and row["alpha"] == 0.5)
     assert 0.55 < resnet50["macs_ratio"] < 0.6  # 2.37 of 4.09 GMACs
     stages = result["stage_macs_ratio"]
@@ -101,4 +100,4 @@ def test_finetune_notebook(tmp_path, monkeypatch):
     for row in by_alpha.values():
         assert row["fine-tuned"] > 0.9
         assert row["fine-tuned"] > row["converted"]
-        assert 0.0 <= row["from scratch"] <= 1.0
+        assert 0.5 < row["from scratch"] <= row["fine-tuned"]  # learns from scratch; transferred weights do better

@@ -101,3 +101,27 @@ def test_parameters_are_not_feature_maps():
     result = cost(nn.Sequential(one_by_one(1, 1)), input_shape=(1, 1, 10, 10))
     assert result.params == 2
     assert result.peak_activation_bytes == 2 * CHANNEL
+
+
+class ValueGate(nn.Module):
+    """Branches on a value: fake tensors cannot run it, so shapes are recorded by a real run."""
+
+    def forward(self, x):
+        return x * 2 if x.mean() > 0 else x * 3
+
+
+class InPlaceThenGate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu, self.gate = one_by_one(1, 2), nn.ReLU(inplace=True), ValueGate()
+
+    def forward(self, x):
+        return self.gate(torch.flatten(self.relu(self.conv(x)), 1))
+
+
+def test_views_and_in_place_results_share_memory_when_shapes_come_from_a_real_run():
+    result = cost(InPlaceThenGate(), input_shape=(1, 1, 10, 10))
+    assert "gate" in result.traced  # an automatic leaf: the shapes were recorded by running the model
+    allocated = {layer.name: layer.activation_bytes for layer in result.layers}
+    assert allocated["relu"] == 0 and allocated["flatten"] == 0
+    assert result.activation_bytes == (2 + 2) * CHANNEL  # conv, and the gate's new tensor

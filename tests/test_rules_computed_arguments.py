@@ -1,4 +1,4 @@
-"""Ops whose arguments are computed in the graph, such as pooling sized by the input (rules/branchwise.py).
+"""Ops whose arguments are computed in the graph, such as pooling sized by the input (rules/pooling.py).
 
 ``F.avg_pool2d(x, x.size()[2:])`` (global pooling written as a pooling over the whole map, as
 in DPN and many older CNNs) has a kernel that symbolic tracing records as graph nodes: the

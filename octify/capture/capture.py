@@ -9,6 +9,7 @@ Order of attempts, each reported in :class:`Captured`:
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, Sequence, Tuple
@@ -33,6 +34,8 @@ class Captured:
     method: str
     example_inputs: Tuple[torch.Tensor, ...]
     auto_leaves: Dict[str, str] = field(default_factory=dict)
+    fixed_dims: Tuple[Tuple[int, ...], ...] = ()
+    """With fixed-shape tracing: for each input, the dimensions whose traced sizes the graph depends on."""
 
     def describe(self) -> str:
         text = f"captured by {self.method} tracing"
@@ -56,6 +59,7 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
     input_checked = False
     while True:
         leaves = leaf_modules + list(auto_leaves)
+        fixed_dims: Tuple[Tuple[int, ...], ...] = ()
         try:
             module, method = trace(model, OctifyTracer(leaves)), SYMBOLIC
         except Exception as symbolic_error:
@@ -64,7 +68,9 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
                 input_checked = True
             try:
                 with eval_mode(model):
-                    module, method = trace(model, FixedShapeTracer(example_inputs, leaves)), FIXED_SHAPES
+                    tracer = FixedShapeTracer(example_inputs, leaves)
+                    module, method = trace(model, tracer), FIXED_SHAPES
+                fixed_dims = tracer.fixed_dims()
             except Exception as error:
                 where = getattr(error, "octify_module", "")
                 reason = _first_line(symbolic_error)
@@ -75,10 +81,15 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
                         where=where or type(model).__name__) from error
                 auto_leaves[where] = f"not traceable: {reason}"
                 continue
-        module.graph.eliminate_dead_code()
+        module.graph.eliminate_dead_code(is_impure_node=_is_impure)
         module.recompile()
         propagate_shapes(module, example_inputs)
-        return Captured(module, method, example_inputs, auto_leaves)
+        return Captured(module, method, example_inputs, auto_leaves, fixed_dims)
+
+
+def _is_impure(node: fx.Node) -> bool:
+    """fx's purity, and in-place tensor methods (``x.div_(p)``, ``counter.add_(1)``): their effect is what counts."""
+    return node.is_impure() or (node.op == "call_method" and str(node.target).endswith("_"))
 
 
 def check_model_accepts(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:
@@ -103,7 +114,7 @@ def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tens
     try:
         mode = FakeTensorMode(allow_non_fake_inputs=True)
         fakes = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in example_inputs]
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_fake_tensor_log():
             FakeTensorProp(module, mode).propagate(*fakes)
         return
     except Exception:
@@ -116,21 +127,50 @@ def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tens
 
 
 class _MetaRecorder(fx.Interpreter):
-    """Runs the graph for real and keeps only each value's shape, as meta tensors."""
+    """Runs the graph for real and keeps only each value's shape, as meta tensors.
+
+    Values that share storage (views, in-place results) get meta tensors that share storage
+    too, so that memory is counted as on the fake-tensor path. The real storages are held
+    until the run ends, so that a freed one's address is never taken for another's.
+    """
+
+    def __init__(self, module: fx.GraphModule) -> None:
+        super().__init__(module)
+        self._meta_storages: Dict[int, Tuple[torch.UntypedStorage, torch.UntypedStorage]] = {}
 
     def run_node(self, node: fx.Node) -> object:
         result = super().run_node(node)
-        node.meta["val"] = tree_map(
-            lambda v: torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v,
-            result)
+        node.meta["val"] = tree_map(lambda v: self._meta(v) if isinstance(v, torch.Tensor) else v, result)
         return result
+
+    def _meta(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key not in self._meta_storages:
+            meta_storage = torch.empty(storage.nbytes(), dtype=torch.uint8, device="meta").untyped_storage()
+            self._meta_storages[key] = (storage, meta_storage)
+        meta_storage = self._meta_storages[key][1]
+        return torch.empty(0, dtype=tensor.dtype, device="meta").set_(
+            meta_storage, tensor.storage_offset(), tensor.shape, tensor.stride())
 
 
 def _run_fake(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     fakes = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in example_inputs]
-    with mode, torch.no_grad():
+    with mode, torch.no_grad(), _quiet_fake_tensor_log():
         model(*fakes)
+
+
+@contextmanager
+def _quiet_fake_tensor_log() -> Iterator[None]:
+    """Fake tensors log a traceback for every op that fails on them; a failure here is reported as an error."""
+    logger = logging.getLogger(FakeTensorMode.__module__)
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
 
 
 @contextmanager

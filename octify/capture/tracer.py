@@ -12,7 +12,7 @@ sizes still trace, and the graph is valid for that input size. Branching on tens
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Set, Tuple, Type, Union
 
 import torch
 from torch import fx, nn
@@ -22,7 +22,9 @@ from .. import layers
 LeafSpec = Union[str, Type[nn.Module]]
 _MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
 OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.OctBatchNorm2d, layers.Branchwise,
-                                              layers.OctSplit, layers.OctMerge)
+                                              layers.OctSplit, layers.OctMerge, layers.OctPool2d,
+                                              layers.OctInterpolate, layers.PerBranch, layers.OctBatchNormFunction,
+                                              layers.OctGroupNormFunction, layers.OctPReLUFunction)
 
 
 def _torchvision_leaves() -> Tuple[Type[nn.Module], ...]:
@@ -65,12 +67,53 @@ class _ConcreteProxy(fx.Proxy):
 
     def __getattr__(self, name: str) -> Any:
         value = self.tracer.values.get(self.node)
-        if isinstance(value, torch.Tensor) and name in ("shape", "ndim", "dtype", "device", "is_cuda"):
+        if isinstance(value, torch.Tensor) and name == "shape":
+            return _RecordedShape(value.shape, self.tracer.size_reads, self.node)
+        if isinstance(value, torch.Tensor) and name in ("ndim", "dtype", "device", "is_cuda"):
             return getattr(value, name)
         return super().__getattr__(name)
 
     def __len__(self) -> int:
+        self.tracer.size_reads.add((self.node, 0))
         return len(self._value())
+
+
+ALL_DIMS = None  # a read of the whole shape, in ``FixedShapeTracer.size_reads``
+
+
+class _RecordedShape(tuple):
+    """A traced tensor's shape that records which of its dimensions the model reads."""
+
+    def __new__(cls, shape: torch.Size, reads: Set[Tuple[fx.Node, Optional[int]]], node: fx.Node) -> "_RecordedShape":
+        recorded = super().__new__(cls, shape)
+        recorded._reads, recorded._node = reads, node
+        return recorded
+
+    def _read(self, dims: Iterable[Optional[int]]) -> None:
+        self._reads.update((self._node, d if d is None or d >= 0 else d + len(self)) for d in dims)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            self._read(range(len(self))[index])
+            return torch.Size(tuple(self)[index])
+        self._read([index])
+        return tuple.__getitem__(self, index)
+
+    def __iter__(self) -> Iterator[int]:
+        self._read([ALL_DIMS])
+        return tuple.__iter__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._read([ALL_DIMS])
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+    def numel(self) -> int:
+        return torch.Size(self).numel()
 
 
 class FixedShapeTracer(OctifyTracer):
@@ -82,6 +125,7 @@ class FixedShapeTracer(OctifyTracer):
         super().__init__(leaf_modules)
         self.example_inputs = list(example_inputs)
         self.values: Dict[fx.Node, Any] = {}
+        self.size_reads: Set[Tuple[fx.Node, Optional[int]]] = set()
         self._placeholders = 0
         self._evaluating = False
 
@@ -100,9 +144,37 @@ class FixedShapeTracer(OctifyTracer):
         value = self._evaluate(proxy.node)
         self.values[proxy.node] = value
         if kind == "call_method" and target in self.CONCRETE_METHODS:
+            self._record_size_read(target, args)
             self.graph.erase_node(proxy.node)
             return value
         return proxy
+
+    def _record_size_read(self, method: str, args: Tuple[Any, ...]) -> None:
+        source = args[0].node
+        if method in ("dim", "ndimension"):
+            return
+        dim = args[1] if method == "size" and len(args) > 1 else ALL_DIMS
+        ndim = self.values[source].ndim
+        self.size_reads.add((source, dim if dim is None or dim >= 0 else dim + ndim))
+
+    def fixed_dims(self) -> Tuple[Tuple[int, ...], ...]:
+        """For each input, the dimensions whose sizes the traced graph depends on.
+
+        A read of an input's own size fixes that dimension. A read of an intermediate
+        tensor's size is traced back conservatively: its batch dimension to every input's
+        batch dimension, any other to every input's non-batch dimensions.
+        """
+        placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
+        ndims = [x.ndim if isinstance(x, torch.Tensor) else 0 for x in self.example_inputs]
+        fixed = [set() for _ in placeholders]
+        for node, dim in self.size_reads:
+            if node in placeholders:
+                index = placeholders.index(node)
+                fixed[index].update(range(ndims[index]) if dim is None else {dim})
+                continue
+            for index, ndim in enumerate(ndims[:len(placeholders)]):
+                fixed[index].update(range(ndim) if dim is None else ({0} if dim == 0 else range(1, ndim)))
+        return tuple(tuple(sorted(dims)) for dims in fixed)
 
     def iter(self, obj: fx.Proxy) -> Iterable[Any]:
         return iter([obj[i] for i in range(len(self.values[obj.node]))])

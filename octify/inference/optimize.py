@@ -4,8 +4,8 @@ Steps, each exact up to float32 rounding:
 
 1. copy the model and put it in eval mode (the input is never modified);
 2. find every convolution whose only consumer is a BatchNorm, directly or through an
-   ``OctSplit`` (from the model's graph: its own if it is a ``GraphModule``, else a
-   torch.fx trace), and fold the BatchNorm into it;
+   ``OctSplit``, and fold the BatchNorm into it (a model that is not a ``GraphModule`` is
+   captured first as :func:`octify.convert` captures it, so the result is a ``GraphModule``);
 3. swap every ``OctConv2d`` for :func:`fast_octconv` of it, and 1x1 convolutions for
    :class:`PointwiseConv2d` (a matrix product on small maps);
 4. turn residual adds on fresh convolution outputs into in-place adds (octave or plain), and
@@ -13,20 +13,24 @@ Steps, each exact up to float32 rounding:
 5. store 4-d weights channels-last, so convolutions run and produce channels-last maps;
 6. freeze the parameters (``requires_grad=False``).
 
-A model that cannot be traced still gets steps 1, 3, 5 and 6.
+A model that cannot be captured still gets steps 1, 3, 5 and 6, with a warning that says so.
 """
 from __future__ import annotations
 
 import copy
 import operator
-from typing import Iterator, List, Optional, Tuple
+import warnings
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import fx, nn
 
 from .. import ops
+from ..capture import FIXED_SHAPES, capture
 from ..capture.tracer import OctifyTracer
+from ..errors import ConversionError
 from ..layers import OctBatchNorm2d, OctConv2d, OctSplit
+from ..rewrite.guards import guard_input_shapes
 from .folding import can_fold, fold_conv_batchnorm, fold_conv_split_batchnorm, fold_octconv_batchnorm
 from .fused import FusedOctConv2d, fast_octconv
 from .fusion import fuse_epilogues
@@ -40,12 +44,16 @@ BATCHNORMS = (nn.BatchNorm2d, OctBatchNorm2d)
 FRESH_OUTPUTS = (nn.Conv2d, OctConv2d, FusedOctConv2d, GroupedOctConv2d, nn.BatchNorm2d, OctBatchNorm2d)
 
 
-def for_inference(module: nn.Module) -> nn.Module:
-    """An inference-ready copy of ``module`` (plain or converted); ``module`` itself is untouched."""
-    model = copy.deepcopy(module).eval()
-    graph_module = model if isinstance(model, fx.GraphModule) else _trace(model)
-    if graph_module is not None:
-        fold_batchnorms(model, graph_module.graph)
+def for_inference(module: nn.Module, example_inputs: Optional[Sequence[torch.Tensor]] = None) -> nn.Module:
+    """An inference-ready copy of ``module`` (plain or converted); ``module`` itself is untouched.
+
+    A module that is not a ``GraphModule`` is traced as :func:`octify.convert` traces it; pass
+    ``example_inputs`` for models that trace only with their input's sizes fixed (the result
+    then refuses other sizes, and a ``UserWarning`` says so).
+    """
+    model = _captured(copy.deepcopy(module).eval(), example_inputs)
+    if isinstance(model, fx.GraphModule):
+        fold_batchnorms(model, model.graph)
     _replace_modules(model, _faster_module)
     if isinstance(model, fx.GraphModule):
         _drop_identity_calls(model)
@@ -53,6 +61,33 @@ def for_inference(module: nn.Module) -> nn.Module:
         fuse_epilogues(model)
     model.to(memory_format=torch.channels_last)
     model.requires_grad_(False)
+    return model
+
+
+def _captured(model: nn.Module, example_inputs: Optional[Sequence[torch.Tensor]]) -> nn.Module:
+    """``model`` as a GraphModule (symbolic trace, else capture on ``example_inputs``), or as it is, with a warning."""
+    if isinstance(model, fx.GraphModule):
+        return model
+    try:
+        return fx.GraphModule(model, OctifyTracer().trace(model), type(model).__name__)
+    except Exception as error:
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    if example_inputs is not None:
+        try:
+            captured = capture(model, tuple(example_inputs))
+        except ConversionError as error:
+            reason = error.reason
+        else:
+            if captured.method == FIXED_SHAPES:
+                guard_input_shapes(captured.module, captured.example_inputs, captured.fixed_dims)
+                warnings.warn(f"for_inference: {type(model).__name__} traces only with its input's sizes fixed at "
+                              f"{', '.join(str(tuple(x.shape)) for x in captured.example_inputs)}; the result "
+                              "refuses sizes its forward reads", UserWarning, stacklevel=3)
+            return captured.module
+    hint = "" if example_inputs is not None else "; pass example_inputs=(x,) to trace it with the input's sizes fixed"
+    warnings.warn(f"for_inference: {type(model).__name__} cannot be traced ({reason}): BatchNorm folding, in-place "
+                  f"residual adds and fused add + ReLU epilogues were skipped; only layers were swapped for faster "
+                  f"ones{hint}", UserWarning, stacklevel=3)
     return model
 
 
@@ -121,15 +156,6 @@ def _is_fresh_output(model: fx.GraphModule, node: object) -> bool:
     """True for the output of a convolution or BatchNorm module: a new tensor (or pair) of its own."""
     return (isinstance(node, fx.Node) and node.op == "call_module"
             and isinstance(model.get_submodule(node.target), FRESH_OUTPUTS))
-
-
-def _trace(model: nn.Module) -> Optional[fx.GraphModule]:
-    """A graph of ``model`` (sharing its submodules) for finding conv -> BatchNorm pairs, or None."""
-    try:
-        tracer = OctifyTracer()
-        return fx.GraphModule(model, tracer.trace(model))
-    except Exception:  # any model that torch.fx cannot trace: fold nothing
-        return None
 
 
 def _foldable_chains(model: nn.Module, graph: fx.Graph) -> Iterator[Tuple[str, ...]]:

@@ -1,9 +1,13 @@
 """Octave layers: they know nothing about graphs, only about (high, low) tensors."""
-from .branchwise import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctGlobalAvgPool, OctMerge, OctSplit,
-                         OctStochasticDepth)
+from .branchwise import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctGlobalAvgPool,
+                         OctGroupNormFunction, OctMerge, OctPReLUFunction, OctSplit, OctStochasticDepth,
+                         PerBranch)
 from .channels import ChannelSplit, low_channel_count, parse_alpha
 from .octconv import OctConv2d
+from .pooling import OctGlobalMaxPool, OctInterpolate, OctPool2d
 from .resample import downsample, upsample_to
 
-__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctStochasticDepth", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
+__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctGlobalMaxPool", "OctInterpolate",
+           "OctPool2d", "OctStochasticDepth", "OctBatchNorm2d", "OctBatchNormFunction", "OctConv2d",
+           "OctGroupNormFunction", "OctMerge", "OctPReLUFunction", "OctSplit", "PerBranch",
            "downsample", "low_channel_count", "parse_alpha", "upsample_to"]

@@ -5,13 +5,15 @@ An octave tensor is a pair ``(high, low)``: ``high`` at full resolution, ``low``
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .channels import ChannelSplit
-from .resample import check_branch_sizes, downsample, upsample_to
+from .checks import octave_input, plain_input
+from .resample import downsample, upsample_to
 
 OctaveTensor = Tuple[Tensor, Tensor]
 
@@ -24,7 +26,7 @@ class Branchwise(nn.Module):
         self.module = module
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, f"Branchwise({type(self.module).__name__})")
         return self.module(high), self.module(low)
 
 
@@ -50,23 +52,114 @@ class OctBatchNorm2d(nn.Module):
         layer = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
                     track_running_stats=bn.track_running_stats, split=split)
         layer.to(device=_device_of(bn))
-        for low, target in ((False, layer.bn_h), (True, layer.bn_l)):
-            index = torch.tensor(split.branch_index(low), dtype=torch.long, device=_device_of(bn))
-            with torch.no_grad():
-                for name, value in list(bn.named_parameters(recurse=False)) + list(bn.named_buffers(recurse=False)):
-                    if name == "num_batches_tracked":
-                        target.num_batches_tracked.copy_(value)
-                    else:
-                        getattr(target, name).copy_(value.index_select(0, index))
+        _copy_channels(bn, layer.bn_h, split.high_index)
+        _copy_channels(bn, layer.bn_l, split.low_index)
         layer.train(bn.training)
         return layer
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, "OctBatchNorm2d", (self.split.n_high, self.split.n_low))
         return self.bn_h(high), self.bn_l(low)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, low={self.split.n_low}"
+
+
+class PerBranch(nn.Module):
+    """Two modules of one kind, ``high`` for the high branch and ``low`` for the low branch."""
+
+    def __init__(self, high: nn.Module, low: nn.Module) -> None:
+        super().__init__()
+        self.high, self.low = high, low
+
+    @classmethod
+    def sliced(cls, module: nn.Module, split: ChannelSplit, make: Callable[[int], nn.Module]) -> "PerBranch":
+        """``make(channels)`` for each branch, holding ``module``'s per-channel parameters and buffers sliced by ``split``.
+
+        Every parameter and buffer of ``module`` must be per channel (first dimension = channels).
+        """
+        high, low = make(split.n_high), make(split.n_low)
+        for part, index in ((high, split.high_index), (low, split.low_index)):
+            part.to(device=_device_of(module))
+            _copy_channels(module, part, index)
+            part.train(module.training)
+        return cls(high, low)
+
+    def forward(self, x: OctaveTensor) -> OctaveTensor:
+        high, low = x
+        return self.high(high), self.low(low)
+
+
+class OctBatchNormFunction(nn.Module):
+    """``F.batch_norm`` or ``F.instance_norm`` on each branch, the per-channel tensors passed in sliced by the split.
+
+    Called like the function (``x, running_mean, running_var, weight, bias, flag, momentum, eps``; ``flag`` is
+    ``training`` or ``use_input_stats``). When ``flag`` is set the function updates the running statistics of
+    each branch; they are written back into the tensors passed, as the plain call would have updated them.
+    """
+
+    FUNCTIONS = {"batch_norm": F.batch_norm, "instance_norm": F.instance_norm}
+
+    def __init__(self, split: ChannelSplit, function: str = "batch_norm") -> None:
+        super().__init__()
+        if function not in self.FUNCTIONS:
+            raise ValueError(f"function must be one of {sorted(self.FUNCTIONS)}, got {function!r}")
+        self.function = function
+        self.channels = ChannelSplitter(split, channel_dim=0)
+
+    def forward(self, x: OctaveTensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, flag: bool = False,
+                momentum: Optional[float] = 0.1, eps: float = 1e-5) -> OctaveTensor:
+        function = self.FUNCTIONS[self.function]
+        mean, var, w, b = (self._parts(t) for t in (running_mean, running_var, weight, bias))
+        out = tuple(function(x[i], mean[i], var[i], w[i], b[i], flag, momentum, eps) for i in (0, 1))
+        if flag:
+            for full, parts in ((running_mean, mean), (running_var, var)):
+                if full is not None:
+                    self.channels.write_back(full, parts)
+        return out
+
+    def _parts(self, tensor: Optional[Tensor]) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        return (None, None) if tensor is None else self.channels.parts(tensor)
+
+    def extra_repr(self) -> str:
+        return f"{self.function}, {self.channels.split!r}"
+
+
+class OctPReLUFunction(nn.Module):
+    """``F.prelu`` on each branch with one weight per channel, sliced by the split."""
+
+    def __init__(self, split: ChannelSplit) -> None:
+        super().__init__()
+        self.channels = ChannelSplitter(split, channel_dim=0)
+
+    def forward(self, x: OctaveTensor, weight: Tensor) -> OctaveTensor:
+        w = self.channels.parts(weight)
+        return F.prelu(x[0], w[0]), F.prelu(x[1], w[1])
+
+    def extra_repr(self) -> str:
+        return repr(self.channels.split)
+
+
+class OctGroupNormFunction(nn.Module):
+    """``F.group_norm`` on each branch; every group of channels lies wholly in one branch.
+
+    ``groups_high`` and ``groups_low`` are each branch's group counts; weight and bias are sliced by the split.
+    """
+
+    def __init__(self, split: ChannelSplit, groups_high: int, groups_low: int) -> None:
+        super().__init__()
+        self.groups = (groups_high, groups_low)
+        self.channels = ChannelSplitter(split, channel_dim=0)
+
+    def forward(self, x: OctaveTensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                eps: float = 1e-5) -> OctaveTensor:
+        w = (None, None) if weight is None else self.channels.parts(weight)
+        b = (None, None) if bias is None else self.channels.parts(bias)
+        return tuple(F.group_norm(x[i], self.groups[i], w[i], b[i], eps) for i in (0, 1))
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, {self.channels.split!r}"
 
 
 class OctSplit(nn.Module):
@@ -81,8 +174,7 @@ class OctSplit(nn.Module):
         _register_branch_indices(self, split)
 
     def forward(self, x: Tensor) -> OctaveTensor:
-        if x.shape[1] != self.split.channels:
-            raise ValueError(f"OctSplit expects {self.split.channels} channels, got {x.shape[1]}")
+        plain_input(x, "OctSplit", self.split.channels)
         if self.split.is_trailing:
             return x[:, :self.n_high], downsample(x[:, self.n_high:])
         return x.index_select(1, self.high_index), downsample(x.index_select(1, self.low_index))
@@ -102,8 +194,7 @@ class OctMerge(nn.Module):
         _register_inverse_order(self, split)
 
     def forward(self, x: OctaveTensor) -> Tensor:
-        high, low = x
-        check_branch_sizes(high, low, "OctMerge")
+        high, low = octave_input(x, "OctMerge", (self.split.n_high, self.split.n_low))
         merged = torch.cat([high, upsample_to(low, high.shape[-2:])], dim=1)
         if self.split.is_trailing:
             return merged
@@ -126,6 +217,17 @@ def _register_inverse_order(module: nn.Module, split: ChannelSplit) -> None:
         module.register_buffer("inverse_order", torch.tensor(split.inverse_order), persistent=False)
 
 
+def _copy_channels(source: nn.Module, target: nn.Module, index: Tuple[int, ...]) -> None:
+    """``target``'s own parameters and buffers := ``source``'s, channels ``index`` (``num_batches_tracked`` whole)."""
+    positions = torch.tensor(index, dtype=torch.long, device=_device_of(source))
+    with torch.no_grad():
+        for name, value in list(source.named_parameters(recurse=False)) + list(source.named_buffers(recurse=False)):
+            if name == "num_batches_tracked":
+                target.num_batches_tracked.copy_(value)
+            else:
+                getattr(target, name).copy_(value.index_select(0, positions))
+
+
 def _device_of(module: nn.Module) -> torch.device:
     for tensor in list(module.parameters()) + list(module.buffers()):
         return tensor.device
@@ -146,10 +248,24 @@ class ChannelSplitter(nn.Module):
         _register_branch_indices(self, split)
 
     def forward(self, x: Tensor) -> OctaveTensor:
+        return self.parts(x)
+
+    def parts(self, x: Tensor) -> OctaveTensor:
+        """``forward`` without module hooks: slices of a parameter inside another layer's forward."""
         dim = self.channel_dim
         if self.split.is_trailing:
             return x.narrow(dim, 0, self.n_high), x.narrow(dim, self.n_high, x.shape[dim] - self.n_high)
         return x.index_select(dim, self.high_index), x.index_select(dim, self.low_index)
+
+    def write_back(self, x: Tensor, parts: OctaveTensor) -> None:
+        """Copy ``parts``, updated in place since :meth:`parts` gave them, back into ``x``'s channels.
+
+        A trailing split's parts are views of ``x``, which is then up to date already.
+        """
+        if not self.split.is_trailing:
+            with torch.no_grad():
+                x.index_copy_(self.channel_dim, self.high_index, parts[0])
+                x.index_copy_(self.channel_dim, self.low_index, parts[1])
 
     def extra_repr(self) -> str:
         return f"{self.split!r}, channel_dim={self.channel_dim}"
@@ -169,7 +285,7 @@ class OctGlobalAvgPool(nn.Module):
         _register_inverse_order(self, split)
 
     def forward(self, x: OctaveTensor) -> Tensor:
-        high, low = x
+        high, low = octave_input(x, "OctGlobalAvgPool", (self.split.n_high, self.split.n_low))
         size = high.shape[-2:]
         if size[0] % 2 or size[1] % 2:
             low = upsample_to(low, size)
@@ -192,7 +308,7 @@ class OctStochasticDepth(nn.Module):
         self.p, self.mode = p, mode
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, "OctStochasticDepth")
         if not self.training or self.p == 0.0:
             return high, low
         survival = 1.0 - self.p

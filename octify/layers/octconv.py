@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from .channels import AlphaLike, ChannelSplit, as_split, parse_alpha
-from .resample import check_branch_sizes, downsample, upsample_to
+from .checks import octave_input, plain_input
+from .resample import downsample, upsample_to
 
 OctaveTensor = Tuple[Tensor, Tensor]
 PATH_NAMES = ("h2h", "h2l", "l2h", "l2l")
@@ -249,14 +250,9 @@ class OctConv2d(nn.Module):
         if self.is_plain:
             return self.h2h(x)
         if self.low_in:
-            if not isinstance(x, (tuple, list)) or len(x) != 2:
-                raise TypeError(f"OctConv2d with alpha_in={self.alpha_in:g} expects a (high, low) pair")
-            high, low = x
-            check_branch_sizes(high, low, "OctConv2d input")
+            high, low = octave_input(x, "OctConv2d", (self.high_in, self.low_in))
         else:
-            if not isinstance(x, Tensor):
-                raise TypeError("OctConv2d with alpha_in=0 expects a single tensor")
-            high, low = x, None
+            high, low = plain_input(x, "OctConv2d (alpha_in=0)", self.in_channels), None
         strided = self.stride[0] == 2
         high = downsample(high) if strided else high
         sources = {False: high, True: low}

@@ -26,11 +26,3 @@ def upsample_to(x: Tensor, size: Sequence[int]) -> Tensor:
         return up
     return up[..., :height, :width]
 
-
-def check_branch_sizes(high: Tensor, low: Tensor, where: str) -> None:
-    """Raise a clear error when the low branch is not at half the high resolution."""
-    expected = tuple((s + 1) // 2 for s in high.shape[-2:])
-    if tuple(low.shape[-2:]) != expected:
-        raise ValueError(f"{where}: low branch is {tuple(low.shape[-2:])} but the high branch "
-                         f"{tuple(high.shape[-2:])} needs it at {expected} (ceil of half)")
-

@@ -22,6 +22,7 @@ from torch import fx, nn
 from ..layers.channels import ChannelSplit, low_channel_count
 from ..notes import Note
 from ..rules import registry
+from ..rules.concat import parts_and_dim
 from ..rules.registry import BOUNDARY, CAT, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
 from .facts import channels, feature_args, feature_shape, is_feature_map, spatial
 from .schedule import Schedule
@@ -177,7 +178,7 @@ class Planner:
         derived = set()
         for node in concats:
             parts = [ChannelSplit.trailing(channels(p), 0) if layouts.get(p) is None else layouts[p]
-                     for p in feature_args(node)]
+                     for p in parts_and_dim(node)[0]]
             derived.add(ChannelSplit.concat(parts))
         if len(derived) > 1:
             return None, "concats joined by an add disagree on which channels are low"
@@ -190,7 +191,10 @@ class Planner:
 
     def _why_not_useful(self, group: List[fx.Node]) -> str:
         """Why two branches would be wasted here: every consumer needs a plain tensor."""
-        consumers = [u for u in self._external_consumers(group) if self.categories.get(u) != SHAPE]
+        inside = set(group)
+        rejoining = [n for n in group if self.categories[n] == CONV and not is_depthwise(self.modules[n.target])
+                     and any(arg in inside for arg in feature_args(n))]  # a conv whose output re-joins its input
+        consumers = [u for u in self._external_consumers(group) + rejoining if self.categories.get(u) != SHAPE]
         useful = [u for u in consumers if self._uses_octave(u)]
         if useful:
             return ""

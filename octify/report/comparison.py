@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..capture.tracer import LeafSpec
-from ..layers import ChannelSplitter, OctGlobalAvgPool, OctMerge, OctSplit
+from ..layers import ChannelSplitter, OctGlobalAvgPool, OctGlobalMaxPool, OctMerge, OctSplit
 from ..notes import Note
 from . import formatting
 from .costs import DEFAULT_DEPTH, SCHEMA_VERSION, UNITS, LayerCost, ModelCost
@@ -27,7 +27,8 @@ from .exports import csv_text, dataframe
 from .grouping import group, subtotals
 
 RATIO_KEYS = ("macs", "params", "activation_bytes", "peak_activation_bytes")
-BOUNDARY_OPS = tuple(cls.__name__ for cls in (OctSplit, OctMerge, OctGlobalAvgPool, ChannelSplitter))
+BOUNDARY_OPS = tuple(cls.__name__ for cls in (OctSplit, OctMerge, OctGlobalAvgPool, OctGlobalMaxPool,
+                                                 ChannelSplitter))
 Section = Tuple[str, List[str]]
 
 

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctConv2d, OctGlobalAvgPool, OctMerge,
-                      OctSplit)
+from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctConv2d, OctGlobalAvgPool,
+                      OctGlobalMaxPool, OctGroupNormFunction, OctMerge, OctPReLUFunction, OctSplit, PerBranch)
 from .rules import OpCall, find_rule, register_rule, zero_macs
 
 
@@ -83,9 +83,21 @@ def _named_function(qualified_name: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-register_rule(OctBatchNorm2d)(zero_macs)
+@register_rule(PerBranch)
+def per_branch_macs(call: OpCall) -> int:
+    """Each branch's module by its own rule, on its branch."""
+    total = 0
+    for index, module in enumerate((call.target.high, call.target.low)):
+        rule = find_rule(module)
+        if rule is not None:
+            total += rule.macs(OpCall(module, (_branch(call.args[0], index),), {}, call.output[index]))
+    return total
+
+
+register_rule(OctBatchNorm2d, OctBatchNormFunction, OctGroupNormFunction, OctPReLUFunction)(zero_macs)
 register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in MACs)")(zero_macs)
 register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
 register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
                                        "(not in MACs)")(zero_macs)
+register_rule(OctGlobalMaxPool, remark="global max pooling of both branches into one plain tensor")(zero_macs)
 register_rule(ChannelSplitter, remark="per-channel tensor divided between the branches, no resampling")(zero_macs)

@@ -5,7 +5,7 @@ from typing import List, Tuple
 
 from torch import fx, nn
 
-from ..errors import ConversionError
+from ..errors import ConversionError, InternalError
 from ..notes import Note
 from ..plan.planner import Plan
 from ..rules import find_rule
@@ -30,7 +30,7 @@ def rewrite(module: fx.GraphModule, plan: Plan) -> Tuple[fx.GraphModule, List[No
         except ConversionError:
             raise
         except Exception as error:
-            raise ConversionError(f"cannot rewrite it ({type(error).__name__}: {error})", where=node.name) from error
+            raise InternalError(f"rewriting failed ({type(error).__name__}: {error})", where=node.name) from error
     result = fx.GraphModule(ctx.modules, ctx.graph, module.__class__.__name__)
     for sub in result.modules():
         if type(sub) is nn.Module or sub is result:  # containers made for the names

@@ -1,9 +1,15 @@
-"""Ops that run on each branch unchanged: activations, BatchNorm, dropout, pooling, stochastic depth."""
+"""Ops that run on each branch unchanged: activations, BatchNorm, dropout, stochastic depth.
+
+Besides the listed functions and methods, every torch function or tensor method that ATen tags
+``pointwise`` (each output element depends only on the same element of the input: ``clamp``,
+``sigmoid``, ``pow``...) runs per branch, as long as its other arguments are numbers or
+tensors that apply alike to both branches (:func:`check_per_branch_call`).
+"""
 from __future__ import annotations
 
 import copy
-import inspect
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,28 +18,20 @@ from torch.fx.node import _get_qualified_name
 
 from .. import ops
 from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
-from ..plan.facts import feature_args, is_feature_map, node_args
-from .registry import PER_BRANCH, Rule, register
+from ..plan.facts import broadcasts_to_both, feature_args, feature_shape
+from .registry import PER_BRANCH, Rule, register, register_fallback
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
-               nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Mish, nn.Identity)
-DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
-POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+               nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Mish, nn.Identity, nn.SELU, nn.CELU, nn.Softplus, nn.Softsign,
+               nn.Tanhshrink, nn.Threshold, nn.LogSigmoid, nn.Hardshrink, nn.Softshrink, nn.RReLU)
+DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.sigmoid,
                         F.sigmoid, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.hardtanh, F.mish, F.dropout,
-                        F.dropout2d, F.relu_, torch.relu_)
-POOL_FUNCTIONS = (F.max_pool2d, F.avg_pool2d)
-POOL_SIGNATURES = {
-    F.max_pool2d: inspect.Signature.from_callable(
-        lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: 0),
-    F.avg_pool2d: inspect.Signature.from_callable(
-        lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-        divisor_override=None: 0),
-}
-SIZE_CHECK_LIMIT = 1024
+                        F.dropout2d, F.relu_, torch.relu_, F.alpha_dropout, F.feature_alpha_dropout, F.logsigmoid,
+                        F.softsign, F.tanhshrink, F.threshold)
 ACTIVATION_METHODS = ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_")
 
 
@@ -41,56 +39,36 @@ def _first_input(node: fx.Node) -> fx.Node:
     return next(iter(feature_args(node)))
 
 
-def _pool_output(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling output size along one dimension."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-def _pool_geometry(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Dict[str, Any]]:
-    if node.op == "call_module":
-        pool = modules[node.target]
-        params = {"kernel_size": pool.kernel_size, "stride": pool.stride, "padding": pool.padding,
-                  "dilation": getattr(pool, "dilation", 1), "ceil_mode": pool.ceil_mode}
-        extra = getattr(pool, "return_indices", False) or getattr(pool, "divisor_override", None)
+def is_pointwise(key: Any) -> bool:
+    """A torch function or ``("method", name)`` whose ATen op of the same name is tagged pointwise."""
+    if isinstance(key, tuple):
+        name = key[1]
+    elif str(getattr(key, "__module__", None) or "").split(".")[0] == "torch":
+        name = getattr(key, "__name__", "")
     else:
-        signature = POOL_SIGNATURES[node.target]
-        try:
-            bound = signature.bind(*node.args, **node.kwargs)
-        except TypeError:
-            return None
-        bound.apply_defaults()
-        params = {k: bound.arguments.get(k, 1) for k in ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
-        params["stride"] = params["stride"] or params["kernel_size"]
-        extra = bound.arguments.get("return_indices") or bound.arguments.get("divisor_override")
-    return None if extra else params
+        return False
+    return isinstance(name, str) and _aten_pointwise(name)
 
 
-def check_pooling(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
-    """Per-branch pooling must keep the low branch at ceil(half) of the high branch at every input size."""
-    computed = [arg.name for arg in node_args(node) if not is_feature_map(arg)]
-    if computed:  # F.avg_pool2d(x, x.size()[2:]): the geometry is known only when it runs
-        return f"its kernel, stride or padding is computed in the graph (from {', '.join(computed)})"
-    params = _pool_geometry(node, modules)
-    if params is None:
-        return "pooling with indices or a divisor override has no octave rule"
-    per_dim = [tuple(_pair(params[k])[d] for k in ("kernel_size", "stride", "padding", "dilation")) + (
-        bool(params["ceil_mode"]),) for d in (0, 1)]
-    for kernel, stride, padding, dilation, ceil_mode in per_dim:
-        for size in range(2, SIZE_CHECK_LIMIT):
-            high = _pool_output(size, kernel, stride, padding, dilation, ceil_mode)
-            low = _pool_output((size + 1) // 2, kernel, stride, padding, dilation, ceil_mode)
-            if high > 0 and low != (high + 1) // 2:
-                return (f"this pooling (kernel {kernel}, stride {stride}, padding {padding}) would leave the "
-                        f"low branch off half the high size for {size}-pixel inputs")
+@functools.lru_cache(maxsize=None)
+def _aten_pointwise(name: str) -> bool:
+    packet = getattr(torch.ops.aten, name, None)
+    return packet is not None and any(torch.Tag.pointwise in getattr(packet, overload).tags
+                                      for overload in packet.overloads())
+
+
+def check_per_branch_call(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    """The first argument is the feature map, the result has its shape, the rest applies alike to both branches."""
+    source = node.args[0] if node.args else None
+    if feature_shape(source) is None or feature_shape(node) != feature_shape(source):
+        return "not a feature map in and a feature map of the same shape out"
+    rest: List[fx.Node] = []
+    fx.node.map_arg((node.args[1:], node.kwargs), rest.append)
+    for arg in rest:
+        if not broadcasts_to_both(arg):
+            shape = tuple(feature_shape(arg) or getattr(arg.meta.get("val"), "shape", ()))
+            return f"its argument {arg.name} (shape {shape}) is a tensor that does not apply alike to both branches"
     return None
-
-
-def _pair(value: Any) -> Tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def rewrite_branch_module(node: fx.Node, ctx: "RewriteContext") -> None:
@@ -164,10 +142,13 @@ except ImportError:  # pragma: no cover - torchvision is a dependency, but the r
     StochasticDepth = None
 
 register(Rule(PER_BRANCH, rewrite_branch_module), *ACTIVATIONS, *DROPOUTS)
-register(Rule(PER_BRANCH, rewrite_branch_module, check_pooling), *POOLS)
 register(Rule(PER_BRANCH, rewrite_batchnorm), nn.BatchNorm2d)
-register(Rule(PER_BRANCH, rewrite_branch_function), *ACTIVATION_FUNCTIONS)
-register(Rule(PER_BRANCH, rewrite_branch_function, check_pooling), *POOL_FUNCTIONS)
-register(Rule(PER_BRANCH, rewrite_branch_method), *(("method", name) for name in ACTIVATION_METHODS))
+register(Rule(PER_BRANCH, rewrite_branch_function, check_per_branch_call), *ACTIVATION_FUNCTIONS)
+register(Rule(PER_BRANCH, rewrite_branch_method, check_per_branch_call),
+         *(("method", name) for name in ACTIVATION_METHODS))
+register_fallback(Rule(PER_BRANCH, rewrite_branch_function, check_per_branch_call),
+                  lambda key: not isinstance(key, tuple) and is_pointwise(key))
+register_fallback(Rule(PER_BRANCH, rewrite_branch_method, check_per_branch_call),
+                  lambda key: isinstance(key, tuple) and is_pointwise(key))
 if StochasticDepth is not None:
     register(Rule(PER_BRANCH, rewrite_stochastic_depth), StochasticDepth)

@@ -1,0 +1,168 @@
+"""Pooling and resizing of octave tensors, each branch on its own, at any input size.
+
+The high branch always goes through exactly the original operation. The low branch must
+end at the octave convention's size for the high output, ``half_size`` (``ceil(h / 2)``
+per dimension); the rules that get it there:
+
+* **Pooling** (:class:`OctPool2d`): pool the low branch with the same kernel, stride,
+  padding and dilation in *ceil* mode, then crop its bottom rows and right columns to
+  ``half_size`` of the high output. Floor mode would fall one pixel short whenever
+  ``H mod 4 = 2`` (2x2 / stride 2: a 6-pixel high branch pools to 3, whose low branch
+  needs 2; the 3-pixel low branch pools to 1 in floor mode, to 2 in ceil mode). Ceil mode
+  never falls short for 2x2 / 2, 3x3 / 2 (padding 0 or 1, floor mode) and padded stride-1
+  pools; :func:`pool_size_problem` names the geometries (and the sizes) where it does.
+* **Resizing** (:class:`OctInterpolate`, nearest neighbour): resize the low branch by the
+  same scale factor as the high branch, then crop to ``half_size`` of the high output. For
+  a whole-number scale factor this is exact: resizing a merged tensor equals merging the
+  resized branches. A target size that is not a whole multiple of the input (a UNet's
+  skip connection at some sizes) has no such factor; the low branch is then resized
+  straight to its size, which keeps the sizes right but is not exact.
+* **Global max pooling** (:class:`OctGlobalMaxPool`): the per-channel maximum of each
+  branch, exact at any size (the up-sampled low branch holds no other values).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .branchwise import _register_inverse_order
+from .channels import ChannelSplit, half_size
+from .octconv import _pair
+
+OctaveTensor = Tuple[Tensor, Tensor]
+Pool = Union[nn.MaxPool2d, nn.AvgPool2d]
+SIZE_CHECK_LIMIT = 1024
+NEAREST_MODES = ("nearest", "nearest-exact")
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size along one dimension."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pool_size_problem(pool: Pool) -> Optional[str]:
+    """Why :class:`OctPool2d` cannot run ``pool`` per branch at every input size (None if it can).
+
+    Checks every input size up to ``SIZE_CHECK_LIMIT`` along both dimensions; the reason
+    quotes the first size where the low branch falls short.
+    """
+    if getattr(pool, "return_indices", False):
+        return "pooling that returns indices has no octave rule (the indices would refer to two maps)"
+    if getattr(pool, "divisor_override", None):
+        return "average pooling with a divisor override has no octave rule"
+    geometry = (_pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding), _pair(getattr(pool, "dilation", 1)))
+    for dim in (0, 1):
+        kernel, stride, padding, dilation = (value[dim] for value in geometry)
+        for size in range(1, SIZE_CHECK_LIMIT):
+            high = pool_output_size(size, kernel, stride, padding, dilation, pool.ceil_mode)
+            low = pool_output_size((size + 1) // 2, kernel, stride, padding, dilation, True)
+            if high > 0 and low < (high + 1) // 2:
+                return (f"{type(pool).__name__}(kernel {kernel}, stride {stride}, padding {padding}, dilation "
+                        f"{dilation}, ceil_mode={pool.ceil_mode}) cannot run per branch: a {size}-pixel side pools "
+                        f"to {high}, so its low branch needs {(high + 1) // 2}, but the {(size + 1) // 2}-pixel "
+                        f"low branch pools to {low} even in ceil mode")
+    return None
+
+
+def is_whole_enlargement(scale_factor: Union[float, Sequence[float]]) -> bool:
+    """True for whole-number scale factors of at least 1 (one, or one per dimension)."""
+    factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,)
+    return all(float(factor).is_integer() and factor >= 1 for factor in factors)
+
+
+def _crop(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Keep the first ``size`` rows and columns."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return x[..., :size[0], :size[1]]
+
+
+class OctPool2d(nn.Module):
+    """Max or average pooling of an octave tensor: ``pool`` on the high branch, the module
+    docstring's rule (ceil mode, then crop to ``half_size``) on the low branch."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__()
+        if type(pool) not in (nn.MaxPool2d, nn.AvgPool2d):
+            raise ValueError(f"OctPool2d takes nn.MaxPool2d or nn.AvgPool2d, got {type(pool).__name__}")
+        problem = pool_size_problem(pool)
+        if problem:
+            raise ValueError(problem)
+        self.pool = pool
+        self.low_pool = copy.copy(pool)
+        self.low_pool.ceil_mode = True
+
+    def forward(self, x: OctaveTensor) -> OctaveTensor:
+        high, low = x
+        high = self.pool(high)
+        return high, _crop(self.low_pool(low), half_size(high.shape[-2:]))
+
+
+class OctInterpolate(nn.Module):
+    """Nearest-neighbour resizing of an octave tensor, like ``F.interpolate(x, size, scale_factor, mode)``.
+
+    The high branch is resized exactly as ``F.interpolate`` would; the low branch by the
+    module docstring's rule. ``size`` can also be given at call time (a skip connection's size).
+    """
+
+    def __init__(self, size: Optional[Sequence[int]] = None, scale_factor: Union[float, Sequence[float], None] = None,
+                 mode: str = "nearest") -> None:
+        super().__init__()
+        if mode not in NEAREST_MODES:
+            raise ValueError(f"OctInterpolate resizes with mode 'nearest' or 'nearest-exact', got {mode!r}")
+        if size is not None and scale_factor is not None:
+            raise ValueError("OctInterpolate takes size or scale_factor, not both")
+        if scale_factor is not None and not is_whole_enlargement(scale_factor):
+            raise ValueError(f"OctInterpolate needs whole-number scale factors (2, 4, ...), got {scale_factor!r}: "
+                             "other factors can leave the low branch short of half the high size")
+        self.size = None if size is None else _pair(size)
+        self.scale_factor = scale_factor
+        self.mode = mode
+
+    def forward(self, x: OctaveTensor, size: Optional[Sequence[int]] = None) -> OctaveTensor:
+        high, low = x
+        size = self.size if size is None else _pair(size)
+        resized = F.interpolate(high, size=size, scale_factor=None if size else self.scale_factor, mode=self.mode)
+        target = half_size(resized.shape[-2:])
+        factors = self.scale_factor if size is None else tuple(o / int(i) for o, i in zip(size, high.shape[-2:]))
+        if not is_whole_enlargement(factors):
+            return resized, F.interpolate(low, size=target, mode=self.mode)
+        return resized, _crop(F.interpolate(low, scale_factor=factors, mode=self.mode), target)
+
+    def extra_repr(self) -> str:
+        if self.size is not None:
+            return f"size={self.size}, mode={self.mode!r}"
+        if self.scale_factor is not None:
+            return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+        return f"size given at each call, mode={self.mode!r}"
+
+
+class OctGlobalMaxPool(nn.Module):
+    """Global max pooling of an octave tensor to a plain ``[N, C, 1, 1]`` (or ``[N, C]``).
+
+    Equal to pooling the merged tensor at any size; channels come back in their original order.
+    """
+
+    def __init__(self, split: ChannelSplit, keepdim: bool = True) -> None:
+        super().__init__()
+        self.split = split
+        self.keepdim = keepdim
+        _register_inverse_order(self, split)
+
+    def forward(self, x: OctaveTensor) -> Tensor:
+        high, low = x
+        pooled = torch.cat([high.amax((2, 3), keepdim=self.keepdim), low.amax((2, 3), keepdim=self.keepdim)], 1)
+        if self.split.is_trailing:
+            return pooled
+        return pooled.index_select(1, self.inverse_order)
+
+    def extra_repr(self) -> str:
+        return f"{self.split!r}, keepdim={self.keepdim}"
