@@ -1,10 +1,13 @@
 """``octify MODEL [options]``: parse the command line, run the conversion, print the result.
 
 Exit status: 0 done; 1 running failed (the model's code, the conversion, --verify, an
-export, writing); 2 the command line or something it names is wrong; 130 interrupted.
+export (the other outputs are still written), writing); 2 the command line or something it
+names is wrong; 130 interrupted.
 """
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 import traceback
@@ -18,9 +21,9 @@ import click
 
 from .console import Console
 from .errors import CommandError, UsageError, describe
-from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, model_name, parse_exports, parse_input_shape,
+from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, model_name, parse_exports, parse_input_shapes,
                       read_schedule)
-from .output import staged_directory
+from .output import leftovers, staged_directory
 
 if TYPE_CHECKING:  # imported when needed: it loads torch
     from . import pipeline
@@ -41,7 +44,7 @@ A model file is Python code, and octify runs it.
 \b
 Writes into the output directory (default ./NAME-octave, NAME from MODEL):
   model.pt      the converted module; torch.load(path, weights_only=False)
-  NAME_octave/  its code, an importable package
+  NAME_octave/  its code, an importable package; takes its weights from model.pt
   report.json   the cost report
   model.onnx, model.torchscript.pt, model.pt2   with --export
 
@@ -70,8 +73,9 @@ def _version() -> str:
               help="Per-layer alphas: a TOML or JSON mapping of glob pattern over convolution names to alpha, "
                    "e.g. {\"layer4.*\": 0, \"*\": 0.5}; the first matching pattern wins, unmatched "
                    "convolutions stay plain.")
-@click.option("--input-shape", default="1,3,224,224", show_default=True, metavar="N,C,H,W",
-              help="Shape of the random example input the model is traced, costed and exported with.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="N,C,H,W",
+              help="Shape of the random example input the model is traced, costed and exported with; for a "
+                   "model with several inputs, once per input, in order.  [default: 1,3,224,224]")
 @click.option("-o", "--output", type=click.Path(path_type=Path), metavar="DIR",
               help="Output directory; must not exist unless --force.  [default: ./NAME-octave]")
 @click.option("--format", "report_format", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
@@ -88,18 +92,19 @@ def _version() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the report, errors and the --verify result.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and every warning.")
 @click.version_option(message=_version(), help="Show the versions and exit.")
-def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_shape: str, output: Optional[Path],
-            report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...], force: bool,
-            quiet: bool, debug: bool) -> int:
+def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_shapes: Tuple[str, ...],
+            output: Optional[Path], report_format: str, leaves: Tuple[str, ...], verify: bool,
+            exports: Tuple[str, ...], force: bool, quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:
         if alpha is not None and schedule is not None:
             raise UsageError("use --alpha or --schedule, not both (a '*' pattern in the schedule "
                              "sets the alpha of every other convolution)")
-        request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shape(input_shape),
-                          leaves, verify, parse_exports(exports), report_format)
+        request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
+                          leaves, verify, parse_exports(exports), report_format, debug)
         target = output or Path(f"{model_name(model)}-octave")
+        _warn_about_leftovers(console, target)
         with _warnings_shown(console, debug), staged_directory(target, force) as folder:
             with console.step("loading PyTorch"):
                 from . import pipeline
@@ -112,7 +117,18 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_
     except Exception as error:  # a failure octify does not anticipate
         return _failed(console, describe(error), " (--debug shows the traceback)", 1, debug)
     _print_outcome(console, target, outcome)
-    return 0
+    for format_name, error in outcome.failed_exports.items():
+        if debug:
+            traceback.print_exception(type(error), error, error.__traceback__, file=console.stderr)
+        console.error(f"export to {format_name} failed, the other outputs are written: {error}")
+    return 1 if outcome.failed_exports else 0
+
+
+def _warn_about_leftovers(console: Console, target: Path) -> None:
+    found = leftovers(target)
+    if found:
+        console.warning(f"{', '.join(os.path.relpath(p) for p in found)}: left by an earlier run into {target} that was killed "
+                        "(or is still running); delete once no octify run is writing there")
 
 
 def _failed(console: Console, message: str, hint: str, status: int, debug: bool) -> int:
@@ -126,20 +142,27 @@ def _print_outcome(console: Console, target: Path, outcome: pipeline.Outcome) ->
     console.result(outcome.report)
     if outcome.comparison:
         why = " (expected with octave layers: they compute differently)" if outcome.has_octave_layers else ""
-        console.message(f"verified: output shapes match {outcome.comparison.shapes}; largest absolute output "
-                        f"difference {outcome.comparison.max_abs_difference:.3g}{why}")
+        comparison = outcome.comparison
+        scale = f"{100 * comparison.relative_difference:.3g}% of the largest absolute output, {comparison.max_abs_output:.3g}" \
+            if comparison.max_abs_output else "the original's outputs are all zero"
+        console.message(f"verified: output shapes match {comparison.shapes}; largest absolute output difference "
+                        f"{comparison.max_abs_difference:.3g}, {scale}{why}")
     console.info(f"wrote {target}/: {', '.join(outcome.written)}")
 
 
 @contextmanager
 def _warnings_shown(console: Console, debug: bool) -> Iterator[None]:
-    """Each distinct warning once; without ``debug``, torch's own are hidden and the rest print as
-    ``octify: warning:`` lines after a successful run."""
+    """Each distinct warning once; without ``debug``, torch's own warnings and log messages are hidden
+    and the rest print as ``octify: warning:`` lines after a successful run."""
     with warnings.catch_warnings(record=not debug) as caught:
         warnings.simplefilter("default")
         if not debug:
             warnings.filterwarnings("ignore", module=LIBRARY_WARNINGS)
-        yield
+            logging.disable(logging.WARNING)  # torch's log messages
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
     for warning in caught or ():
         console.warning(str(warning.message))
 
@@ -164,7 +187,3 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-if __name__ == "__main__":
-    main()

@@ -15,6 +15,7 @@ from .errors import UsageError
 EXPORT_FORMATS = ("onnx", "torchscript", "torch.export")  # the keys of octify.export.FORMATS
 REPORT_FORMATS = ("table", "json", "markdown", "csv")
 MODEL_LIBRARIES = ("torchvision", "timm", "smp")  # MODEL prefixes: torchvision:NAME, timm:NAME, smp:ARCH[:ENCODER]
+DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
 
 @dataclass
@@ -24,11 +25,12 @@ class Request:
     model: str
     alpha: Optional[float] = None
     schedule: Optional[Dict[str, float]] = None
-    input_shape: Tuple[int, ...] = (1, 3, 224, 224)
+    input_shapes: Tuple[Tuple[int, ...], ...] = (DEFAULT_INPUT_SHAPE,)  # one per model input, in order
     leaves: Sequence[str] = ()
     verify: bool = False
     exports: Sequence[str] = ()
     report_format: str = "table"
+    debug: bool = False  # tracebacks, and everything torch prints and warns
 
 
 def split_model_spec(spec: str) -> Tuple[str, Optional[str]]:
@@ -45,6 +47,11 @@ def model_name(spec: str) -> str:
     """The name of what MODEL names: ``NAME`` when given (``ARCH-ENCODER`` for smp), else the file's stem."""
     source, attribute = split_model_spec(spec)
     return attribute.replace(":", "-") if attribute else Path(source).stem
+
+
+def parse_input_shapes(values: Sequence[str]) -> Tuple[Tuple[int, ...], ...]:
+    """One shape per ``--input-shape`` value, in order; the default shape when there is none."""
+    return tuple(parse_input_shape(value) for value in values) or (DEFAULT_INPUT_SHAPE,)
 
 
 def parse_input_shape(text: str) -> Tuple[int, ...]:

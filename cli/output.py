@@ -8,12 +8,14 @@ deletes the old one; if the second rename fails the old one is put back.
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
 import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 from .errors import CommandError, UsageError
 
@@ -27,11 +29,22 @@ def check_target(target: Path, replace: bool) -> None:
             problem = "is not a directory" if target.parent.exists() else "does not exist"
             raise UsageError(f"cannot write {target}: {target.parent} {problem}")
         return
+    if target.is_symlink() or not target.is_dir():
+        kind = "a symbolic link" if target.is_symlink() else "a file"
+        raise UsageError(f"{target} is {kind}, not an octify output directory; octify never replaces it, "
+                         "even with --force: choose another -o")
+    if any(target.iterdir()) and not (target / MARKER).is_file():
+        raise UsageError(f"{target} exists and is not an octify output directory (no {MARKER}); octify never "
+                         "replaces it, even with --force: choose another -o")
     if not replace:
         raise UsageError(f"{target} already exists; pass --force to replace it")
-    if target.is_symlink() or not target.is_dir() or (any(target.iterdir()) and not (target / MARKER).is_file()):
-        raise UsageError(f"{target} exists and is not an octify output directory (no {MARKER}); "
-                         "not replacing it, even with --force")
+
+
+def leftovers(target: Path) -> List[Path]:
+    """Staging and set-aside directories of ``target`` left by runs that were killed (or are still running)."""
+    parent, name = Path(os.path.abspath(target)).parent, Path(os.path.abspath(target)).name
+    return sorted(p for suffix in ("partial", "old") for p in parent.glob(f".{glob.escape(name)}.*.{suffix}")
+                  if re.fullmatch(rf"\.{re.escape(name)}\.[0-9a-f]{{8}}\.{suffix}", p.name) and p.is_dir())
 
 
 @contextmanager

@@ -1,18 +1,20 @@
 """The command's work, step by step: load the model, convert, verify, save, export."""
 from __future__ import annotations
 
+import io
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 import octify
-from octify.export import FORMATS, export, save_code
+from octify.export import FORMATS, ExportError, check_available, export, save_code
 
 from .checks import Comparison, compare_outputs
 from .console import Console
-from .errors import CommandError, UsageError, describe
+from .errors import CommandError, UsageError
 from .leaves import resolve_leaves
 from .models import load_model
 from .options import Request, model_name
@@ -27,18 +29,25 @@ class Outcome:
     has_octave_layers: bool  # whether any layer now computes with a low-frequency branch
     written: List[str] = field(default_factory=list)  # names in the output directory
     comparison: Optional[Comparison] = None
+    failed_exports: Dict[str, ExportError] = field(default_factory=dict)  # format -> why; the rest is written
 
 
 def run(request: Request, folder: Path, console: Console) -> Outcome:
-    """Convert the requested model and write every output into ``folder``."""
+    """Convert the requested model and write every output into ``folder``; an export that fails is left out
+    and recorded in the outcome."""
     schedule = _schedule(request)
+    for format_name in request.exports:  # before any work
+        try:
+            check_available(format_name)
+        except ExportError as error:
+            raise CommandError(f"--export {format_name}: {error}") from None
     name = model_name(request.model)
     with console.step("loading the model"):
         model = load_model(request.model)
     leaves = resolve_leaves(model, request.leaves)
     with console.step("converting"):
         try:
-            conversion = octify.convert(model, schedule, input_shape=request.input_shape, leaf_modules=leaves)
+            conversion = octify.convert(model, schedule, leaf_modules=leaves, **_inputs(request.input_shapes))
         except octify.ConversionError as error:
             raise CommandError(f"cannot convert {name}: {error}") from error
     layers = conversion.report.converted.layers
@@ -46,26 +55,38 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
                       any(layer.alpha_in or layer.alpha_out for layer in layers))
     if request.verify:
         with console.step("verifying"):
-            example = torch.randn_like(conversion.example_inputs[0])
-            outcome.comparison = compare_outputs(model, conversion.module, example)
+            examples = [torch.randn_like(x) for x in conversion.example_inputs]
+            outcome.comparison = compare_outputs(model, conversion.module, examples)
     with console.step("saving"):
         outcome.written = save(conversion, folder, name)
     for format_name in request.exports:
         file_name = FORMATS[format_name][0]
-        with console.step(f"exporting to {format_name}"):
+        with console.step(f"exporting to {format_name}"), _printing_hidden(not request.debug):
             try:
                 export(conversion.module, conversion.example_inputs, format_name, folder / file_name)
-            except Exception as error:
-                raise CommandError(f"export to {format_name} failed: {describe(error)}") from error
+            except ExportError as error:
+                outcome.failed_exports[format_name] = error
+                continue
         outcome.written.append(file_name)
     return outcome
 
 
+@contextmanager
+def _printing_hidden(hidden: bool) -> Iterator[None]:
+    """What the block prints on stdout or stderr (an exporter's graph dumps) is dropped when ``hidden``."""
+    if not hidden:
+        yield
+        return
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        yield
+
+
 def save(conversion: octify.Conversion, folder: Path, name: str) -> List[str]:
-    """The module (``torch.save``), its code as a package, and the report as JSON; returns the names written."""
+    """The module (``torch.save``), its code as a package that loads its weights from that file, and the report
+    as JSON; returns the names written."""
     package = code_package_name(name)
     torch.save(conversion.module, folder / MODULE_FILE)
-    save_code(conversion.module, folder / package, class_name(conversion.module))
+    save_code(conversion.module, folder / package, class_name(conversion.module), f"../{MODULE_FILE}")
     (folder / REPORT_FILE).write_text(conversion.report.to_json() + "\n", encoding="utf-8")
     return [MODULE_FILE, f"{package}/", REPORT_FILE]
 
@@ -84,6 +105,13 @@ def code_package_name(name: str) -> str:
 def class_name(module: torch.nn.Module) -> str:
     """The saved code's class: the original's class name with ``Octave`` appended (``ResNetOctave``)."""
     return f"{type(module).__name__}Octave"
+
+
+def _inputs(shapes: Sequence[Tuple[int, ...]]) -> Dict[str, Any]:
+    """``convert``'s arguments for the example inputs: one shape (random input of the model's dtype), or several."""
+    if len(shapes) == 1:
+        return {"input_shape": shapes[0]}
+    return {"example_inputs": [torch.randn(shape) for shape in shapes]}
 
 
 def _schedule(request: Request) -> Union[float, Dict[str, float]]:

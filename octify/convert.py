@@ -14,10 +14,12 @@ from .capture import FIXED_SHAPES, capture
 from .capture.tracer import LeafSpec
 from .notes import Note
 from .plan import Schedule, make_plan
+from .plan.facts import conv_name
 from .plan.schedule import ScheduleLike
 from .ops import accepted_shape
 from .report import Report, build_report
 from .rewrite import guard_input_shapes, rewrite
+from .rules.registry import CONV, find_rule
 from .verify import check_same_outputs
 
 
@@ -61,8 +63,9 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     working = copy.deepcopy(model)
     captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
     plan = make_plan(captured.module, schedule, min_size=min_size, plain_stem=plain_stem)
-    schedule.warn_unused(str(n.target) for n in captured.module.graph.nodes
-                         if n.op == "call_module" and type(captured.module.get_submodule(n.target)) is nn.Conv2d)
+    modules = dict(captured.module.named_modules())
+    schedule.warn_unused(conv_name(n) for n in captured.module.graph.nodes
+                         if (rule := find_rule(n, modules)) is not None and rule.category == CONV)
     module, edge_notes = rewrite(captured.module, plan)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
     if captured.method == FIXED_SHAPES:

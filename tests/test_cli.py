@@ -1,10 +1,11 @@
 """The ``octify`` command as a user runs it.
 
 The main flows drive the installed script in a subprocess; the many bad-input cases call
-the same entry point in-process (``cli.main.run``), which is what the script runs, to keep
+the same entry point in-process (``octify.cli.main.run``), which is what the script runs, to keep
 the suite fast. Every failure must be one ``octify: error:`` line on stderr, no traceback,
 the documented exit status, and no files left behind.
 """
+import configparser
 import importlib
 import json
 import os
@@ -22,14 +23,16 @@ import onnxruntime
 import pytest
 import torch
 
-from cli.console import Console
-from cli.main import run
-from cli.options import EXPORT_FORMATS
+from octify.cli.console import Console
+from octify.cli.main import run
+from octify.cli.options import EXPORT_FORMATS
 from octify.export import FORMATS
 from octify.layers import OctConv2d
 
-OCTIFY = shutil.which("octify") or str(Path(sys.executable).with_name("octify"))
-README = Path(__file__).resolve().parents[1] / "README.md"
+SCRIPT = Path(sys.executable).with_name("octify")  # the script installed with this interpreter's octify
+OCTIFY = str(SCRIPT) if SCRIPT.exists() else shutil.which("octify")
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 NET = """
     import torch
@@ -104,6 +107,65 @@ MODEL_FILES = {
 
         model = Sized()
     """,
+    "two.py": """
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        class TwoInputs(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.image = nn.Conv2d(3, 16, 3, padding=1)
+                self.mask = nn.Conv2d(1, 16, 3, padding=1)
+                self.head = nn.Conv2d(16, 8, 3, padding=1)
+
+            def forward(self, image, mask):
+                return self.head(F.relu(self.image(image) + self.mask(mask)))
+
+
+        model = TwoInputs()
+    """,
+    "gated.py": """
+        from torch import nn
+
+
+        class Gate(nn.Module):
+            def forward(self, x):
+                if x.mean() > 0:  # depends on the values: kept as it is, and no trace can follow it
+                    return x
+                return -x
+
+
+        class Gated(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+                self.gate = Gate()
+                self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+
+            def forward(self, x):
+                return self.conv2(self.gate(self.conv1(x)))
+
+
+        model = Gated()
+    """,
+    "heads.py": """
+        from torch import nn
+
+
+        class Heads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Conv2d(3, 16, 3, padding=1)
+                self.mask = nn.Conv2d(16, 1, 1)
+
+            def forward(self, x):
+                features = self.body(x)
+                return {"features": features, "mask": self.mask(features)}
+
+
+        model = Heads()
+    """,
     "builders.py": """
         from torch import nn
 
@@ -133,15 +195,15 @@ MODEL_FILES = {
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A fresh working directory holding the model files; imports made from it are undone."""
+    """A fresh working directory holding the model files; the modules imported from it are forgotten."""
     for name, text in MODEL_FILES.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    modules = set(sys.modules)
     yield tmp_path
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 def octify(*args, cwd, **popen):
@@ -189,12 +251,38 @@ def test_version_names_octify_and_torch(tmp_path):
     assert result.stdout.startswith(f"octify {library.__version__} (torch {torch.__version__.split('+')[0]}")
 
 
+def test_python_dash_m_octify_is_the_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "octify", "--version"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("octify ")
+
+
+def test_command_line_parses_without_torch_and_octify_export_is_reachable(tmp_path):
+    code = ("import sys, octify.cli.main; assert 'torch' not in sys.modules, 'the command line imports torch'; "
+            "import octify; print(octify.export.export_onnx.__module__, octify.convert.__name__); "
+            "print(*[name for name in octify.__all__ if getattr(octify, name, None) is None])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["octify.export convert", ""]  # and every name in __all__ is there
+
+
+def test_setup_installs_every_package_inside_octify():
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    listed = setup["options"]["packages"].split()
+    found = [".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "octify").rglob("__init__.py")]
+    assert sorted(listed) == sorted(found + ["octify.cli"])
+    assert setup["options"]["package_dir"].split() == ["octify.cli", "=", "cli"]
+    assert setup["options.entry_points"]["console_scripts"].split() == ["octify", "=", "octify.cli.main:main"]
+
+
 def test_converts_a_model_file_verifies_and_writes_loadable_outputs(workdir):
     result = octify("net.py", "-o", "out", "--verify", *SMALL, cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Cost report: Net, original and converted, input 1x3x32x32")
     assert re.search(r"^verified: output shapes match \[\(1, 10\)\]; largest absolute output difference "
-                     r"\S+ \(expected with octave layers", result.stderr, re.M)
+                     r"\S+, \S+% of the largest absolute output, \S+ \(expected with octave layers", result.stderr, re.M)
     assert "wrote out/: model.pt, net_octave/, report.json" in result.stderr
     assert "\r" not in result.stderr  # no progress when stderr is not a terminal
     assert listing(workdir / "out") == ["model.pt", "net_octave", "report.json"]
@@ -225,8 +313,21 @@ def test_torchvision_model_quiet_json_into_the_default_directory(tmp_path):
     printed = json.loads(result.stdout)
     assert printed == json.loads((tmp_path / "resnet18-octave" / "report.json").read_text())
     assert printed["original"]["model"] == "ResNet" and printed["ratios"]["macs"] < 1
+    out = tmp_path / "resnet18-octave"
+    package_bytes = sum(p.stat().st_size for p in (out / "resnet18_octave").iterdir())
+    assert package_bytes * 100 < (out / "model.pt").stat().st_size  # the weights are stored once, in model.pt
+    sys.path.insert(0, str(out))
+    try:
+        from_code = importlib.import_module("resnet18_octave").ResNetOctave().eval()
+    finally:
+        sys.path.remove(str(out))
+        del sys.modules["resnet18_octave"], sys.modules["resnet18_octave.module"]
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert load_saved(tmp_path / "resnet18-octave")(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+        module = load_saved(out)
+        assert module(x).shape == (1, 1000)
+        torch.testing.assert_close(from_code(x), module(x), rtol=0, atol=0)
+    assert from_code.state_dict().keys() == module.state_dict().keys()
 
 
 def test_exports_every_format(workdir):
@@ -245,6 +346,31 @@ def test_exports_every_format(workdir):
         torchscript = torch.jit.load(str(out / "model.torchscript.pt"))
     torch.testing.assert_close(torchscript(x), expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(torch.export.load(str(out / "model.pt2")).module()(x), expected, rtol=0, atol=1e-5)
+
+
+def test_an_export_that_cannot_be_made_says_why_in_one_line_and_keeps_the_rest(workdir):
+    result = octify("gated.py", "-o", "out", "--export", "onnx,torchscript", *SMALL, cwd=workdir)
+    assert result.returncode == 1
+    assert result.stdout.startswith("Cost report: Gated") and "def forward" not in result.stdout
+    assert "\x1b" not in result.stderr and "def forward" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("octify: error: ")]
+    assert len(errors) == 2 and "Traceback" not in result.stderr
+    line = str(workdir / "gated.py") + ":7"
+    assert errors[0].startswith("octify: error: export to onnx failed, the other outputs are written: "
+                                "GuardOnDataDependentSymNode: Could not guard on data-dependent expression")
+    assert errors[0].endswith(f"(at {line}: if x.mean() > 0:  # depends on the values: kept as it is, and no "
+                              "trace can follow it)")
+    assert errors[1] == ("octify: error: export to torchscript failed, the other outputs are written: "
+                         f"torch.jit.trace cannot follow the decision at {line} (Converting a tensor to a Python "
+                         "boolean might cause the trace to be incorrect): the TorchScript module would always do "
+                         "what the example input made it do")
+    assert "wrote out/: model.pt, gated_octave/, report.json" in result.stderr
+    assert listing(workdir / "out") == ["gated_octave", "model.pt", "report.json"]
+    x = torch.randn(1, 3, 32, 32)
+    sys.path.insert(0, str(workdir))  # model.pt refers to the model file's classes
+    with torch.no_grad():
+        module, original = load_saved(workdir / "out"), importlib.import_module("gated").model.eval()
+        assert module(x).shape == original(x).shape
 
 
 @pytest.mark.parametrize("args, status, fragments", [
@@ -346,6 +472,37 @@ def test_debug_shows_the_traceback(workdir, capsys):
     assert listing(workdir) == sorted(MODEL_FILES)
 
 
+def test_debug_shows_an_exports_whole_error(workdir, capsys):
+    code, out, err = octify_here(capsys, "gated.py", "--export", "torch.export", "--debug", "-o", "out", *SMALL)
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "The following call raised this error" in err
+    assert err.splitlines()[-1].startswith("octify: error: export to torch.export failed")
+    assert listing(workdir / "out") == ["gated_octave", "model.pt", "report.json"]
+
+
+def test_missing_export_packages_are_named_before_any_work(workdir, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    monkeypatch.setenv("OCTIFY_TEST_MARKER", str(workdir / "loaded"))
+    code, out, err = octify_here(capsys, "slow.py", "--export", "torchscript,onnx", "-o", "out")
+    assert code == 1
+    assert_one_error_line(err, '--export onnx: exporting to onnx needs onnxscript, not installed: '
+                               'pip install "octify[export]"')
+    assert listing(workdir) == sorted(MODEL_FILES)  # the model was not even loaded
+
+
+def test_a_model_returning_a_dict_exports_to_torchscript(workdir, capsys):
+    code, out, err = octify_here(capsys, "heads.py", "--export", "torchscript", "-o", "out", *SMALL)
+    assert code == 0, err
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.warns(FutureWarning):
+        scripted = torch.jit.load(str(workdir / "out" / "model.torchscript.pt"))
+    with torch.no_grad():
+        expected, produced = load_saved(workdir / "out")(x), scripted(x)
+    assert set(produced) == {"features", "mask"}
+    for key in expected:
+        torch.testing.assert_close(produced[key], expected[key], rtol=0, atol=1e-5)
+
+
 # -- options, in-process ---------------------------------------------------------------------
 
 def test_existing_output_is_kept_without_force_and_replaced_with_it(workdir, capsys):
@@ -363,21 +520,68 @@ def test_existing_output_is_kept_without_force_and_replaced_with_it(workdir, cap
     assert listing(workdir) == sorted([*MODEL_FILES, "out"])
 
 
+@pytest.mark.parametrize("force", [(), ("--force",)], ids=["plain", "force"])
+def test_an_existing_file_is_refused_the_same_way_with_or_without_force(workdir, capsys, force):
+    code, out, err = octify_here(capsys, "net.py", "-o", "net.py", *force, *SMALL)
+    assert code == 2
+    assert_one_error_line(err, "net.py is a file, not an octify output directory; octify never replaces it, "
+                               "even with --force: choose another -o")
+    assert (workdir / "net.py").read_text() == textwrap.dedent(NET)
+
+
+def test_a_leftover_staging_directory_gets_a_warning_and_stays(workdir, capsys):
+    (workdir / ".out.0123abcd.partial").mkdir()
+    code, out, err = octify_here(capsys, "net.py", "-o", "out", *SMALL)
+    assert code == 0, err
+    assert ("octify: warning: .out.0123abcd.partial: left by an earlier run into out that was killed (or is still "
+            "running); delete once no octify run is writing there") in err.splitlines()
+    assert listing(workdir) == sorted([*MODEL_FILES, ".out.0123abcd.partial", "out"])
+
+
 def test_force_refuses_to_replace_a_directory_octify_did_not_write(workdir, capsys):
     (workdir / "data").mkdir()
     (workdir / "data" / "images.bin").write_text("precious")
-    code, out, err = octify_here(capsys, "net.py", "-o", "data", "--force", *SMALL)
-    assert code == 2
-    assert_one_error_line(err, "data exists and is not an octify output directory (no report.json)")
+    for force in [(), ("--force",)]:  # the same answer with or without --force
+        code, out, err = octify_here(capsys, "net.py", "-o", "data", *force, *SMALL)
+        assert code == 2
+        assert_one_error_line(err, "data exists and is not an octify output directory (no report.json); "
+                                   "octify never replaces it, even with --force")
     assert listing(workdir / "data") == ["images.bin"]
 
 
 def test_alpha_zero_verifies_to_the_same_outputs(workdir, capsys):
     code, out, err = octify_here(capsys, "net.py", "--alpha", "0", "--verify", "-q", *SMALL)
     assert code == 0, err
-    difference = float(re.search(r"largest absolute output difference (\S+)$", err, re.M).group(1))
-    assert difference < 1e-5
+    found = re.search(r"largest absolute output difference (\S+), (\S+)% of the largest absolute output, (\S+)$",
+                      err, re.M)
+    difference, percent, magnitude = (float(value) for value in found.groups())
+    assert difference < 1e-5 and magnitude > 0.1
+    assert percent == pytest.approx(100 * difference / magnitude, rel=1e-2)
     assert listing(workdir) == sorted([*MODEL_FILES, "net-octave"])
+
+
+def test_verify_scales_the_difference_by_the_outputs_magnitude(workdir, capsys):
+    code, out, err = octify_here(capsys, "net.py", "--alpha", "0.5", "--verify", "-q", *SMALL)
+    assert code == 0, err
+    found = re.search(r"difference (\S+), (\S+)% of the largest absolute output, (\S+) \(expected", err)
+    difference, percent, magnitude = (float(value) for value in found.groups())
+    assert difference > 1e-4 and percent == pytest.approx(100 * difference / magnitude, rel=1e-2)
+
+
+def test_one_input_shape_per_model_input_in_order(workdir, capsys):
+    code, out, err = octify_here(capsys, "two.py", "--input-shape", "1,3,32,32", "--input-shape", "1,1,32,32",
+                                 "--verify", "--export", "torch.export", "-o", "out")
+    assert code == 0, err
+    assert "verified: output shapes match [(1, 8, 32, 32)]" in err
+    program = torch.export.load(str(workdir / "out" / "model.pt2")).module()
+    image, mask = torch.randn(1, 3, 32, 32), torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(program(image, mask), load_saved(workdir / "out")(image, mask))
+    for shapes, named in [(["1,3,32,32"], "(1, 3, 32, 32) ("),  # too few, or in the wrong order
+                          (["1,1,32,32", "1,3,32,32"], "(1, 1, 32, 32), (1, 3, 32, 32) (")]:
+        code, out, err = octify_here(capsys, "two.py", *(f"--input-shape={shape}" for shape in shapes), "-o", "bad")
+        assert code == 1
+        assert_one_error_line(err, f"cannot convert two: the model rejects an input of shape {named}")
 
 
 def test_schedule_file_sets_alphas_by_pattern_first_match_wins(workdir, capsys):
@@ -458,7 +662,7 @@ class Terminal:
 
 
 def test_progress_shows_on_a_terminal_for_slow_steps_only(monkeypatch):
-    monkeypatch.setattr("cli.console.PROGRESS_DELAY", 0.05)
+    monkeypatch.setattr("octify.cli.console.PROGRESS_DELAY", 0.05)
     terminal = Terminal()
     console = Console(stderr=terminal)
     with console.step("quick"):

@@ -1,6 +1,7 @@
 """octify.export: converted modules export to ONNX (checked in onnxruntime), TorchScript and
 torch.export, and save as an importable code package, at even and odd input sizes."""
 import importlib
+import re
 import shutil
 import sys
 
@@ -13,7 +14,8 @@ import torchvision
 from torch import nn
 
 import octify
-from octify.export import FORMATS, export, export_onnx, export_program, export_torchscript, save_code
+from octify.export import (FORMATS, ExportError, check_available, export, export_onnx, export_program,
+                           export_torchscript, save_code)
 from octify.layers import OctConv2d
 
 
@@ -115,6 +117,8 @@ def test_saved_code_imports_and_runs_after_the_folder_moves(small, tmp_path):
     shutil.move(str(tmp_path / "written"), str(moved))
     source = (moved / "small_octave" / "module.py").read_text()
     assert "from octify.ops import" in source and str(tmp_path) not in source
+    pickled = [p for p in (moved / "small_octave").glob("*.pt") if p.name != "state_dict.pt"]
+    assert pickled and all(t.is_meta for p in pickled for t in torch.load(p, weights_only=False).state_dict().values())
     sys.path.insert(0, str(moved))
     try:
         package = importlib.import_module("small_octave")
@@ -125,3 +129,45 @@ def test_saved_code_imports_and_runs_after_the_folder_moves(small, tmp_path):
             del sys.modules[name]
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), expected, rtol=0, atol=0)
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.mean() > 0:  # a decision on values: fx cannot trace it, octify keeps this module as it is
+            return x
+        return -x
+
+
+@pytest.fixture(scope="module")
+def gated():
+    conversion = octify.convert(nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), Gate(), nn.Conv2d(16, 16, 3, padding=1)),
+                                0.5, input_shape=(1, 3, 16, 16))
+    return conversion.module, conversion.example_inputs
+
+
+def test_torchscript_refuses_to_freeze_a_decision_on_values(gated, tmp_path):
+    line = Gate.forward.__code__.co_firstlineno + 1
+    with pytest.raises(ExportError, match=re.escape(f"torch.jit.trace cannot follow the decision at {__file__}:{line} "
+                                                    "(Converting a tensor to a Python boolean")):
+        export_torchscript(*gated, tmp_path / "model.torchscript.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_says_why_in_one_line_and_leaves_no_file(gated, tmp_path):
+    with pytest.raises(ExportError) as failure:
+        export(*gated, "onnx", tmp_path / "model.onnx")
+    message = str(failure.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert message.startswith("GuardOnDataDependentSymNode: Could not guard on data-dependent expression")
+    assert message.endswith("if x.mean() > 0:  # a decision on values: fx cannot trace it, octify keeps this module "
+                            "as it is)")
+    assert "The following call raised this error" in str(failure.value.__cause__)  # the whole error, for debugging
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_packages_are_named_with_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    check_available("torchscript")
+    with pytest.raises(ExportError, match=re.escape('exporting to onnx needs onnxscript, not installed: '
+                                                    'pip install "octify[export]"')):
+        export(nn.Conv2d(3, 4, 1), (torch.zeros(1, 3, 4, 4),), "onnx", tmp_path / "model.onnx")

@@ -323,8 +323,9 @@ def test_grouped_split_rounds_to_whole_groups():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(kernel_size=3, padding=0), "size-preserving padding"),
-    (dict(kernel_size=3, padding=1, stride=3), "stride 1 or 2"),
+    (dict(kernel_size=3, padding=1, stride=3), "stride 1, 2 or 4"),
+    (dict(kernel_size=3, padding=1, stride=(1, 2)), "the same in both directions"),
+    (dict(kernel_size=3, padding=-1), "non-negative padding"),
     (dict(kernel_size=3, padding=1, groups=3), "groups=3 must divide"),
 ])
 def test_unsupported_geometry_is_refused(kwargs, message):

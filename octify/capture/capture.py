@@ -21,6 +21,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.utils._pytree import tree_map
 
 from ..errors import ConversionError
+from .leaves import resolve_leaf_modules
 from .tracer import FixedShapeTracer, LeafSpec, OctifyTracer, trace
 
 SYMBOLIC, FIXED_SHAPES = "symbolic", "fixed shapes"
@@ -49,12 +50,13 @@ class Captured:
 
 def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modules: Iterable[LeafSpec] = (),
             auto_leaf: bool = True, max_auto_leaves: int = 64) -> Captured:
-    """Trace ``model`` on ``example_inputs`` (see module docstring); ConversionError if impossible.
+    """Trace ``model`` on ``example_inputs`` (see module docstring); ConversionError if impossible,
+    ValueError for a ``leaf_modules`` entry that names nothing in the model (see :func:`resolve_leaf_modules`).
 
     The model may be run (in eval mode, without gradients): pass a copy you own.
     """
     example_inputs = tuple(example_inputs)
-    leaf_modules = list(leaf_modules)
+    leaf_modules = resolve_leaf_modules(model, leaf_modules)
     auto_leaves: Dict[str, str] = {}
     input_checked = False
     while True:

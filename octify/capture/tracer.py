@@ -21,8 +21,8 @@ from .. import layers
 
 LeafSpec = Union[str, Type[nn.Module]]
 _MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
-OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.OctBatchNorm2d, layers.Branchwise,
-                                              layers.OctSplit, layers.OctMerge, layers.OctPool2d,
+OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.FunctionalOctConv2d, layers.OctBatchNorm2d,
+                                              layers.Branchwise, layers.OctSplit, layers.OctMerge, layers.OctPool2d,
                                               layers.OctInterpolate, layers.PerBranch, layers.OctBatchNormFunction,
                                               layers.OctGroupNormFunction, layers.OctPReLUFunction)
 
@@ -35,13 +35,23 @@ def _torchvision_leaves() -> Tuple[Type[nn.Module], ...]:
     return (StochasticDepth,)
 
 
+def _timm_leaves() -> Tuple[Type[nn.Module], ...]:
+    """timm's ``Conv2dSame`` pads by the input size at run time: a leaf keeps the graph general."""
+    try:
+        from timm.layers import Conv2dSame
+    except ImportError:  # timm is optional
+        return ()
+    return (Conv2dSame,)
+
+
 class OctifyTracer(fx.Tracer):
     """Symbolic tracer whose leaves are torch.nn built-ins, octify layers and ``leaf_modules``."""
 
     def __init__(self, leaf_modules: Iterable[LeafSpec] = ()) -> None:
         super().__init__()
         specs = list(leaf_modules)
-        self.leaf_types = OCTIFY_LEAVES + _torchvision_leaves() + tuple(s for s in specs if isinstance(s, type))
+        self.leaf_types = (OCTIFY_LEAVES + _torchvision_leaves() + _timm_leaves()
+                           + tuple(s for s in specs if isinstance(s, type)))
         self.leaf_names = {s for s in specs if isinstance(s, str)}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:

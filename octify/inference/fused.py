@@ -74,8 +74,10 @@ class FusedOctConv2d(nn.Module):
 
     @staticmethod
     def supports(conv: OctConv2d) -> bool:
-        """Dense octave layers with zero padding; at stride 2 also a single dilation for all paths."""
-        if conv.is_plain or conv.groups != 1 or conv.padding_mode != "zeros":
+        """Dense octave layers with zero, size-keeping padding at stride 1 or 2; at stride 2 also a
+        single dilation for all paths."""
+        if (conv.is_plain or conv.groups != 1 or conv.padding_mode != "zeros" or conv.pads_at_run_time
+                or conv.stride[0] not in (1, 2)):
             return False
         return conv.stride[0] == 1 or all(path_conv.dilation == conv.h2h.dilation for _, path_conv in conv.path_convs())
 

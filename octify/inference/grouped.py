@@ -32,7 +32,8 @@ class GroupedOctConv2d(nn.Module):
 
     @staticmethod
     def supports(conv: OctConv2d) -> bool:
-        return not conv.is_plain and [path.name for path in conv.paths] == ["h2h", "l2l"]
+        return (not conv.is_plain and not conv.pads_at_run_time and conv.stride[0] in (1, 2)
+                and [path.name for path in conv.paths] == ["h2h", "l2l"])
 
     def convolutions(self) -> List[Tuple[Tensor, bool]]:
         """Each convolution's weight, and whether it runs at the low output resolution (else the high)."""

@@ -3,11 +3,12 @@ from .branchwise import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNo
                          OctGroupNormFunction, OctMerge, OctPReLUFunction, OctSplit, OctStochasticDepth,
                          PerBranch)
 from .channels import ChannelSplit, low_channel_count, parse_alpha
+from .functional_octconv import FunctionalOctConv2d
 from .octconv import OctConv2d
 from .pooling import OctGlobalMaxPool, OctInterpolate, OctPool2d
 from .resample import downsample, upsample_to
 
-__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "OctGlobalAvgPool", "OctGlobalMaxPool", "OctInterpolate",
-           "OctPool2d", "OctStochasticDepth", "OctBatchNorm2d", "OctBatchNormFunction", "OctConv2d",
+__all__ = ["Branchwise", "ChannelSplit", "ChannelSplitter", "FunctionalOctConv2d", "OctGlobalAvgPool", "OctGlobalMaxPool",
+           "OctInterpolate", "OctPool2d", "OctStochasticDepth", "OctBatchNorm2d", "OctBatchNormFunction", "OctConv2d",
            "OctGroupNormFunction", "OctMerge", "OctPReLUFunction", "OctSplit", "PerBranch",
            "downsample", "low_channel_count", "parse_alpha", "upsample_to"]

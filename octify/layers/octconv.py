@@ -6,12 +6,28 @@ Paths (``x_h``/``x_l`` in, ``y_h``/``y_l`` out; ``pool`` is 2x2 ceil-mode averag
 * stride 1: ``y_h = h2h(x_h) + up(l2h(x_l))``, ``y_l = l2l(x_l) + h2l(pool(x_h))``
 * stride 2: the high input is pooled first (``p = pool(x_h)``), no strided convolution:
   ``y_h = h2h(p) + l2h(x_l)``, ``y_l = l2l(pool(x_l)) + h2l(pool(p))``
+* stride 4: as stride 2 with one more pooling on every path (``l2h`` reads ``pool(x_l)``).
 
-Every path convolution has stride 1 and "same" padding, so any input size works; the
-low branch is always ``ceil(high / 2)``. Paths at low resolution (h2l, l2l, l2h) use
+Every path convolution has stride 1. The high output has the size ``nn.Conv2d`` gives
+(``padding="same"`` at stride ``s``: TensorFlow's SAME, ``ceil(H / s)``), the low output
+``ceil(high_out / 2)``, at any input size. Paths at low resolution (h2l, l2l, l2h) use
 dilation ``max(1, dilation // 2)``: for an even dilation this keeps their receptive field
 in input pixels equal to the high path's (at dilation 1 the low paths see twice as far,
 as in the paper).
+
+Padding rule, the same for every path and dimension: a path whose source has ``n`` pixels
+and whose output must have ``t`` needs ``T = t - n + path_dilation * (kernel - 1)`` pixels
+of padding in all. The start gets the original's start padding ``p`` carried to the
+path's grid, ``floor(p / r + (kernel - 1) * (path_dilation - dilation / r) / 2)`` for a
+source at ``1 / r`` of the input's resolution (so that output pixels stay centred where the
+original's are: ``p`` itself for h2h at stride 1, ``path_dilation * (kernel - 1) / 2`` when
+the original keeps sizes); with ``"same"`` it gets ``T // 2``, as PyTorch and TensorFlow
+place it. The end gets the rest; a negative amount crops. When the original padding keeps
+sizes (``2 * padding == dilation * (kernel - 1)``, or ``"same"`` at stride 1) ``T`` does not
+depend on the input size and each path convolution pads by itself, in the layer's
+``padding_mode``. Otherwise (valid or partial padding, TensorFlow SAME at stride 2, stride
+4) each path pads or crops its source at run time (``pads_at_run_time``), in the layer's
+``padding_mode``; at stride 1 the h2h path is then exactly the original convolution.
 
 Groups: with ``groups == 1`` the four paths are dense. With ``groups > 1`` the split falls
 on group boundaries and each group is wholly high or wholly low on each side, so a path
@@ -24,44 +40,83 @@ With ``alpha == (0, 0)`` the layer is exactly the plain convolution (strided if 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .channels import AlphaLike, ChannelSplit, as_split, parse_alpha
+from .channels import AlphaLike, ChannelSplit, as_split, half_size, parse_alpha
 from .checks import octave_input, plain_input
 from .resample import downsample, upsample_to
 
 OctaveTensor = Tuple[Tensor, Tensor]
 PATH_NAMES = ("h2h", "h2l", "l2h", "l2l")
+POOLINGS_PER_STRIDE = {1: 0, 2: 1, 4: 2}
+PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+IntPair = Union[int, Tuple[int, int]]
+Padding = Union[str, Tuple[int, int]]
 
 
-def _pair(value: Union[int, Tuple[int, ...]]) -> Tuple[int, int]:
+def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(value, int):
         return value, value
     first, second = value
     return int(first), int(second)
 
 
-def geometry_problem(kernel_size: Union[int, Tuple[int, int]], stride: Union[int, Tuple[int, int]],
-                     padding: Union[int, Tuple[int, int], str], dilation: Union[int, Tuple[int, int]]) -> Optional[str]:
+def _padding(padding: Union[IntPair, str]) -> Padding:
+    """``"same"`` or a pair of ints (``"valid"`` is ``(0, 0)``)."""
+    if padding == "valid":
+        return 0, 0
+    return padding if isinstance(padding, str) else _pair(padding)
+
+
+def keeps_size(kernel_size: IntPair, stride: IntPair, padding: Union[IntPair, str], dilation: IntPair) -> bool:
+    """Whether the padding keeps sizes at stride 1, so that every path can pad by itself."""
+    padding = _padding(padding)
+    if padding == "same":
+        return _pair(stride) == (1, 1)
+    return all(2 * p == d * (k - 1) for p, d, k in zip(padding, _pair(dilation), _pair(kernel_size)))
+
+
+def geometry_problem(kernel_size: IntPair, stride: IntPair, padding: Union[IntPair, str],
+                     dilation: IntPair) -> Optional[str]:
     """Why a convolution with this geometry cannot have octave paths, or None if it can."""
-    kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
-    if stride[0] != stride[1] or stride[0] not in (1, 2):
-        return f"supports stride 1 or 2, got {stride}"
-    if padding == "same" and stride[0] == 1:
-        return None
-    if isinstance(padding, str) or not all(
-            2 * p == d * (k - 1) for p, d, k in zip(_pair(padding), dilation, kernel_size)):
-        return (f"needs size-preserving padding, 2 * padding == dilation * (kernel_size - 1); got "
-                f"kernel_size={kernel_size}, padding={padding}, dilation={dilation}")
+    stride = _pair(stride)
+    if stride[0] != stride[1] or stride[0] not in POOLINGS_PER_STRIDE:
+        return f"supports stride 1, 2 or 4, the same in both directions; got {stride}"
+    if isinstance(padding, str) and padding not in ("same", "valid"):
+        return f"needs padding 'same', 'valid' or numbers; got {padding!r}"
+    if not isinstance(padding, str) and min(_pair(padding)) < 0:
+        return f"needs non-negative padding; got {padding}"
     return None
+
+
+def conv_output_size(size: Sequence[int], kernel_size: Tuple[int, int], stride: Tuple[int, int],
+                     padding: Padding, dilation: Tuple[int, int]) -> Tuple[int, int]:
+    """(H, W) of a convolution's output, as ``nn.Conv2d`` gives it; ``"same"`` is ``ceil(size / stride)``."""
+    if padding == "same":
+        return tuple(-(-int(n) // s) for n, s in zip(size, stride))
+    return tuple((int(n) + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip(size, kernel_size, stride, padding, dilation))
+
+
+def _pad_or_crop(x: Tensor, amounts: Sequence[int], padding_mode: str) -> Tensor:
+    """``F.pad`` order (left, right, top, bottom); negative amounts crop."""
+    left, right, top, bottom = (max(-a, 0) for a in amounts)
+    if left or right or top or bottom:
+        x = x[..., top:x.shape[-2] - bottom, left:x.shape[-1] - right]
+    grow = [max(a, 0) for a in amounts]
+    return F.pad(x, grow, mode=PAD_MODES[padding_mode]) if any(grow) else x
 
 
 @dataclass(frozen=True)
 class Path:
-    """One frequency path: which branch it reads and writes, and which channels of each."""
+    """One frequency path: which branch it reads and writes, which channels of each, its geometry.
+
+    ``padding`` is what the path convolution pads by itself ((0, 0) when the layer pads at run time).
+    """
 
     name: str
     src_low: bool
@@ -69,34 +124,56 @@ class Path:
     in_range: Tuple[int, int]
     out_range: Tuple[int, int]
     groups: int
+    dilation: Tuple[int, int] = (1, 1)
+    padding: Padding = (0, 0)
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_range[1] - self.in_range[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_range[1] - self.out_range[0]
 
 
-class OctConv2d(nn.Module):
-    """Octave convolution, a drop-in for ``octconv.OctConv2d`` (0.2.0).
+def path_weight_index(path: Path, in_split: ChannelSplit, out_split: ChannelSplit,
+                      groups: int) -> Tuple[Tuple[int, ...], Optional[Tuple[int, ...]]]:
+    """The rows (output channels) and, for ``groups == 1``, columns of a conv weight that ``path`` holds."""
+    rows = out_split.branch_index(path.dst_low)[slice(*path.out_range)]
+    cols = in_split.branch_index(path.src_low) if groups == 1 else None
+    return rows, cols
 
-    Args mirror ``nn.Conv2d``; ``alpha`` is the fraction of low-frequency channels, a
-    float or ``(alpha_in, alpha_out)``, each in [0, 1). Input: a tensor when
-    ``alpha_in == 0``, else ``(high, low)``; output likewise for ``alpha_out``.
-    Low channel counts are ``round_half_up(alpha * channels)``, in whole groups when
-    ``groups > 1``.
+
+def check_grouped_splits(groups: int, in_channels: int, out_channels: int, in_split: ChannelSplit,
+                         out_split: ChannelSplit) -> None:
+    """Grouped convolutions take their low channels last (a depthwise one any matching split)."""
+    depthwise_same = groups == in_channels == out_channels and in_split.low == out_split.low
+    if groups > 1 and not depthwise_same and not (in_split.is_trailing and out_split.is_trailing):
+        raise ValueError(f"grouped conv (groups={groups}) needs its low channels last on both sides")
+
+
+class OctaveConvBase(nn.Module):
+    """Splits, paths, sizes and the forward of an octave convolution; subclasses say where weights live.
+
+    Subclasses call ``_octave_forward(x, convolve)``, ``convolve(path, source)`` being the
+    path's stride-1 convolution of a source already pooled, sliced and sized.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, Tuple[int, int]],
-                 stride: Union[int, Tuple[int, int]] = 1, padding: Union[int, Tuple[int, int], str] = 0,
-                 dilation: Union[int, Tuple[int, int]] = 1, groups: int = 1, bias: bool = True,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
                  alpha: AlphaLike = 0.5, padding_mode: str = "zeros", *,
-                 in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None,
-                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
+                 in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
         alpha_in, alpha_out = parse_alpha(alpha)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
+        if padding_mode not in PAD_MODES:
+            raise ValueError(f"padding_mode must be one of {sorted(PAD_MODES)}, got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.dilation = _pair(kernel_size), _pair(dilation)
         self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.padding = _padding(padding)
         self.padding_mode = padding_mode
         in_unit, out_unit = (1, 1) if groups == 1 else (in_channels // groups, out_channels // groups)
         requested_in = in_split.alpha if in_split is not None else alpha_in
@@ -108,20 +185,17 @@ class OctConv2d(nn.Module):
         self._check_split(requested_out, out_channels, self.low_out, "out")
         self.is_plain = self.low_in == 0 and self.low_out == 0
         if self.is_plain:
-            self.paths: List[Path] = [Path("h2h", False, False, (0, in_channels), (0, out_channels), groups)]
-            self.h2h = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                                 groups, bias, padding_mode, **factory)
-            return
-        self._check_geometry()
-        self.paths = self._plan_paths(in_unit, out_unit)
-        with_bias = self._bias_owners() if bias else set()
-        for path in self.paths:
-            low_res = path.name != "h2h"
-            dilation_here = tuple(max(1, d // 2) for d in self.dilation) if low_res else self.dilation
-            conv = nn.Conv2d(path.in_range[1] - path.in_range[0], path.out_range[1] - path.out_range[0],
-                             self.kernel_size, 1, self._path_padding(dilation_here), dilation_here,
-                             path.groups, path.name in with_bias, padding_mode, **factory)
-            setattr(self, path.name, conv)
+            if self.padding == "same" and self.stride != (1, 1):
+                raise ValueError(f"padding='same' at stride {self.stride} (TensorFlow SAME) needs octave "
+                                 "channels; a plain layer is an nn.Conv2d, which has no such padding")
+            self.pads_at_run_time = False
+            self.paths: List[Path] = [Path("h2h", False, False, (0, in_channels), (0, out_channels), groups,
+                                           self.dilation, self.padding)]
+        else:
+            self._check_geometry()
+            self.pads_at_run_time = not keeps_size(self.kernel_size, self.stride, self.padding, self.dilation)
+            self.paths = self._plan_paths(in_unit, out_unit)
+        self.bias_paths: FrozenSet[str] = self._bias_owners() if bias else frozenset()
 
     # -- construction helpers -------------------------------------------------------------
     def _check_split(self, alpha: float, channels: int, n_low: int, side: str) -> None:
@@ -144,16 +218,21 @@ class OctConv2d(nn.Module):
             raise ValueError(f"depthwise OctConv2d (groups={self.groups}) needs alpha_in == alpha_out; "
                              f"got {self.low_in} and {self.low_out} low channels")
 
-    def _path_padding(self, dilation: Tuple[int, int]) -> Union[str, Tuple[int, int]]:
+    def _path_geometry(self, low_res: bool) -> Tuple[Tuple[int, int], Padding]:
+        """(dilation, own padding) of a path convolution."""
+        dilation = tuple(max(1, d // 2) for d in self.dilation) if low_res else self.dilation
+        if self.pads_at_run_time:
+            return dilation, (0, 0)
         if isinstance(self.padding, str):
-            return "same"
-        return tuple(d * (k - 1) // 2 for d, k in zip(dilation, self.kernel_size))
+            return dilation, "same"
+        return dilation, tuple(d * (k - 1) // 2 for d, k in zip(dilation, self.kernel_size))
 
     def _plan_paths(self, in_unit: int, out_unit: int) -> List[Path]:
         if self.groups == 1:
             sizes_in = {False: self.high_in, True: self.low_in}
             sizes_out = {False: self.high_out, True: self.low_out}
-            return [Path(name, src, dst, (0, sizes_in[src]), (0, sizes_out[dst]), 1)
+            return [Path(name, src, dst, (0, sizes_in[src]), (0, sizes_out[dst]), 1,
+                         *self._path_geometry(name != "h2h"))
                     for name, src, dst in zip(PATH_NAMES, (False, False, True, True), (False, True, False, True))
                     if sizes_in[src] and sizes_out[dst]]
         high_groups_in, high_groups_out = self.high_in // in_unit, self.high_out // out_unit
@@ -169,61 +248,19 @@ class OctConv2d(nn.Module):
             in_offset = high_groups_in if src else 0
             out_offset = high_groups_out if dst else 0
             paths.append(Path(name, src, dst, ((first - in_offset) * in_unit, (last - in_offset) * in_unit),
-                              ((first - out_offset) * out_unit, (last - out_offset) * out_unit), last - first))
+                              ((first - out_offset) * out_unit, (last - out_offset) * out_unit), last - first,
+                              *self._path_geometry(name != "h2h")))
         return paths
 
-    def _bias_owners(self) -> set:
+    def _bias_owners(self) -> FrozenSet[str]:
         """Each output channel's bias in exactly one path: same-frequency paths first."""
-        if self.groups > 1:
-            return {path.name for path in self.paths}
         names = {path.name for path in self.paths}
+        if self.groups > 1:
+            return frozenset(names)
         owners = {"h2h"}
         if self.low_out:
             owners.add("l2l" if "l2l" in names else "h2l")
-        return owners
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, alpha: AlphaLike = 0.5, *, in_split: Optional[ChannelSplit] = None,
-                  out_split: Optional[ChannelSplit] = None) -> "OctConv2d":
-        """An OctConv2d holding ``conv``'s weights, sliced into the paths.
-
-        ``in_split`` / ``out_split`` say which original channels are low (any assignment
-        for ``groups == 1`` or matching depthwise splits, trailing otherwise); by default
-        they follow ``alpha``. With ``alpha=0`` the result computes exactly ``conv``.
-        Cross-frequency paths start from the same weights as the original channels they
-        connect, so that a block-constant input gives the original output.
-        """
-        groups = conv.groups
-        in_unit, out_unit = (1, 1) if groups == 1 else (conv.in_channels // groups, conv.out_channels // groups)
-        alpha_in, alpha_out = parse_alpha(alpha)
-        explicit_in, explicit_out = in_split is not None, out_split is not None
-        in_split = as_split(conv.in_channels, in_split if explicit_in else alpha_in, in_unit)
-        out_split = as_split(conv.out_channels, out_split if explicit_out else alpha_out, out_unit)
-        depthwise_same = groups == conv.in_channels == conv.out_channels and in_split.low == out_split.low
-        if groups > 1 and not depthwise_same and not (in_split.is_trailing and out_split.is_trailing):
-            raise ValueError(f"grouped conv (groups={groups}) needs its low channels last on both sides")
-        # Splits made from alpha go in as alpha, so that errors quote the alpha asked for.
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, groups, conv.bias is not None, alpha=(alpha_in, alpha_out),
-                    padding_mode=conv.padding_mode,
-                    in_split=ChannelSplit.trailing(conv.in_channels, in_split.n_low) if explicit_in else None,
-                    out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low) if explicit_out else None,
-                    device="meta")  # no random initialisation: every weight is copied below
-        layer = layer.to_empty(device=conv.weight.device).to(dtype=conv.weight.dtype)
-        with torch.no_grad():
-            for path, target in layer.path_convs():
-                rows = torch.tensor(out_split.branch_index(path.dst_low)[slice(*path.out_range)],
-                                    dtype=torch.long, device=conv.weight.device)
-                weight = conv.weight.index_select(0, rows)
-                if groups == 1:
-                    cols = torch.tensor(in_split.branch_index(path.src_low), dtype=torch.long,
-                                        device=conv.weight.device)
-                    weight = weight.index_select(1, cols)
-                target.weight.copy_(weight)
-                if target.bias is not None:
-                    target.bias.copy_(conv.bias.index_select(0, rows))
-        layer.train(conv.training)
-        return layer
+        return frozenset(owners)
 
     # -- introspection ------------------------------------------------------------------------
     @property
@@ -234,10 +271,13 @@ class OctConv2d(nn.Module):
     def alpha_out(self) -> float:
         return self.low_out / self.out_channels
 
-    def path_convs(self) -> Iterator[Tuple[Path, nn.Conv2d]]:
-        """Each path with its convolution, in h2h, h2l, l2h, l2l order."""
-        for path in self.paths:
-            yield path, getattr(self, path.name)
+    def output_size(self, high_size: Sequence[int]) -> Tuple[int, int]:
+        """The high output's (H, W) for a high input of ``high_size`` (the low output is half, rounded up)."""
+        return conv_output_size(high_size, self.kernel_size, self.stride, self.padding, self.dilation)
+
+    def writes_low_resolution(self, path: Path) -> bool:
+        """Whether ``path``'s convolution produces the low output's size (else the high output's)."""
+        return path.dst_low or (path.name == "l2h" and self.stride == (1, 1))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -246,39 +286,147 @@ class OctConv2d(nn.Module):
                 f"low=({self.low_in}, {self.low_out}), paths={[p.name for p in self.paths]}")
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, x: Union[Tensor, OctaveTensor]) -> Union[Tensor, OctaveTensor]:
-        if self.is_plain:
-            return self.h2h(x)
+    def _octave_forward(self, x: Union[Tensor, OctaveTensor],
+                        convolve: Callable[[Path, Tensor], Tensor]) -> Union[Tensor, OctaveTensor]:
         if self.low_in:
             high, low = octave_input(x, "OctConv2d", (self.high_in, self.low_in))
         else:
             high, low = plain_input(x, "OctConv2d (alpha_in=0)", self.in_channels), None
-        strided = self.stride[0] == 2
-        high = downsample(high) if strided else high
-        sources = {False: high, True: low}
-        pooled = {}
-        outputs: dict = {False: [], True: []}
-        for path, conv in self.path_convs():
-            source = sources[path.src_low]
-            if path.name == "h2l" or (path.name == "l2l" and strided):
-                if path.src_low not in pooled:
-                    pooled[path.src_low] = downsample(source)
-                source = pooled[path.src_low]
+        high_size = self.output_size(high.shape[-2:])
+        if min(high_size) < 1:
+            raise ValueError(f"OctConv2d: an input of {tuple(high.shape[-2:])} is too small for "
+                             f"kernel_size={self.kernel_size}, padding={self.padding}")
+        sizes = {False: high_size, True: half_size(high_size)}
+        pooled: Dict[Tuple[bool, int], Tensor] = {(False, 0): high, (True, 0): low}
+        outputs: Dict[bool, List[Tensor]] = {False: [], True: []}
+        for path in self.paths:
+            source = self._pooled(pooled, path.src_low, self._poolings(path))
             start, stop = path.in_range
             if start or stop != source.shape[1]:
                 source = source[:, start:stop]
-            outputs[path.dst_low].append(conv(source))
-        high_out = self._combine(outputs[False], high.shape[-2:])
+            if self.pads_at_run_time:
+                source = self._fit(source, path, sizes[self.writes_low_resolution(path)])
+            outputs[path.dst_low].append(convolve(path, source))
+        high_out = self._combine(outputs[False], high_size)
         if not self.low_out:
             return high_out
         return high_out, self._combine(outputs[True], None)
 
-    def _combine(self, parts: List[Tensor], high_size: Optional[torch.Size]) -> Tensor:
+    def _poolings(self, path: Path) -> int:
+        """How many times ``path`` halves its source before convolving."""
+        levels = POOLINGS_PER_STRIDE[self.stride[0]]
+        return {"h2h": levels, "h2l": levels + 1, "l2h": max(levels - 1, 0), "l2l": levels}[path.name]
+
+    @staticmethod
+    def _pooled(cache: Dict[Tuple[bool, int], Tensor], low: bool, times: int) -> Tensor:
+        for level in range(1, times + 1):
+            if (low, level) not in cache:
+                cache[(low, level)] = downsample(cache[(low, level - 1)])
+        return cache[(low, times)]
+
+    def _fit(self, source: Tensor, path: Path, target: Sequence[int]) -> Tensor:
+        """Pad or crop ``source`` so that ``path``'s convolution yields ``target`` (the rule above)."""
+        amounts: List[int] = []
+        for dim in (1, 0):  # F.pad order: width first
+            path_dilation = path.dilation[dim]
+            total = int(target[dim]) - source.shape[-2 + dim] + path_dilation * (self.kernel_size[dim] - 1)
+            if isinstance(self.padding, str):
+                start = total // 2
+            else:  # floor(p / r + (k - 1) * (path_dilation - d / r) / 2), r = 2 ** halvings
+                halvings = self._poolings(path) + path.src_low
+                start = ((2 * self.padding[dim] + (self.kernel_size[dim] - 1)
+                          * (path_dilation * 2 ** halvings - self.dilation[dim])) // 2 ** (halvings + 1))
+            amounts += [start, total - start]
+        return _pad_or_crop(source, amounts, self.padding_mode)
+
+    def _combine(self, parts: List[Tensor], high_size: Optional[Sequence[int]]) -> Tensor:
         if high_size is not None:
-            parts = [parts[0]] + [upsample_to(p, high_size) if p.shape[-2:] != high_size else p
+            parts = [parts[0]] + [upsample_to(p, high_size) if tuple(p.shape[-2:]) != tuple(high_size) else p
                                   for p in parts[1:]]
         if len(parts) == 1:
             return parts[0]
         if self.groups > 1:
             return torch.cat(parts, dim=1)
         return parts[0] + parts[1]
+
+
+class OctConv2d(OctaveConvBase):
+    """Octave convolution, a drop-in for ``octconv.OctConv2d`` (0.2.0).
+
+    Args mirror ``nn.Conv2d``; ``alpha`` is the fraction of low-frequency channels, a
+    float or ``(alpha_in, alpha_out)``, each in [0, 1). Input: a tensor when
+    ``alpha_in == 0``, else ``(high, low)``; output likewise for ``alpha_out``.
+    Low channel counts are ``round_half_up(alpha * channels)``, in whole groups when
+    ``groups > 1``. Any padding, strides 1, 2 and 4 (see the module docstring for sizes).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
+                 alpha: AlphaLike = 0.5, padding_mode: str = "zeros", *,
+                 in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, alpha,
+                         padding_mode, in_split=in_split, out_split=out_split)
+        factory = {"device": device, "dtype": dtype}
+        if self.is_plain:
+            self.h2h = nn.Conv2d(in_channels, out_channels, kernel_size, stride, self.padding, dilation,
+                                 groups, bias, padding_mode, **factory)
+            return
+        path_mode = "zeros" if self.pads_at_run_time else padding_mode
+        for path in self.paths:
+            conv = nn.Conv2d(path.in_channels, path.out_channels, self.kernel_size, 1, path.padding,
+                             path.dilation, path.groups, path.name in self.bias_paths, path_mode, **factory)
+            setattr(self, path.name, conv)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, alpha: AlphaLike = 0.5, *, in_split: Optional[ChannelSplit] = None,
+                  out_split: Optional[ChannelSplit] = None,
+                  padding: Union[IntPair, str, None] = None) -> "OctConv2d":
+        """An OctConv2d holding ``conv``'s weights, sliced into the paths.
+
+        ``in_split`` / ``out_split`` say which original channels are low (any assignment
+        for ``groups == 1`` or matching depthwise splits, trailing otherwise); by default
+        they follow ``alpha``. ``padding`` replaces ``conv.padding`` for a convolution that
+        pads by other means (``"same"`` for one that pads as TensorFlow's SAME at run time).
+        With ``alpha=0`` the result computes exactly ``conv``.
+        Cross-frequency paths start from the same weights as the original channels they
+        connect, so that a block-constant input gives the original output.
+        """
+        groups = conv.groups
+        in_unit, out_unit = (1, 1) if groups == 1 else (conv.in_channels // groups, conv.out_channels // groups)
+        alpha_in, alpha_out = parse_alpha(alpha)
+        explicit_in, explicit_out = in_split is not None, out_split is not None
+        in_split = as_split(conv.in_channels, in_split if explicit_in else alpha_in, in_unit)
+        out_split = as_split(conv.out_channels, out_split if explicit_out else alpha_out, out_unit)
+        check_grouped_splits(groups, conv.in_channels, conv.out_channels, in_split, out_split)
+        # Splits made from alpha go in as alpha, so that errors quote the alpha asked for.
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                    conv.padding if padding is None else padding,
+                    conv.dilation, groups, conv.bias is not None, alpha=(alpha_in, alpha_out),
+                    padding_mode=conv.padding_mode,
+                    in_split=ChannelSplit.trailing(conv.in_channels, in_split.n_low) if explicit_in else None,
+                    out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low) if explicit_out else None,
+                    device="meta")  # no random initialisation: every weight is copied below
+        layer = layer.to_empty(device=conv.weight.device).to(dtype=conv.weight.dtype)
+        with torch.no_grad():
+            for path, target in layer.path_convs():
+                rows, cols = path_weight_index(path, in_split, out_split, groups)
+                rows_index = torch.tensor(rows, dtype=torch.long, device=conv.weight.device)
+                weight = conv.weight.index_select(0, rows_index)
+                if cols is not None:
+                    weight = weight.index_select(1, torch.tensor(cols, dtype=torch.long, device=conv.weight.device))
+                target.weight.copy_(weight)
+                if target.bias is not None:
+                    target.bias.copy_(conv.bias.index_select(0, rows_index))
+        layer.train(conv.training)
+        return layer
+
+    def path_convs(self) -> Iterator[Tuple[Path, nn.Conv2d]]:
+        """Each path with its convolution, in h2h, h2l, l2h, l2l order."""
+        for path in self.paths:
+            yield path, getattr(self, path.name)
+
+    def forward(self, x: Union[Tensor, OctaveTensor]) -> Union[Tensor, OctaveTensor]:
+        if self.is_plain:
+            return self.h2h(x)
+        return self._octave_forward(x, lambda path, source: getattr(self, path.name)(source))

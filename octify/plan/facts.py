@@ -1,10 +1,12 @@
-"""Shape facts about graph nodes, read from ``node.meta["val"]`` (set by the capture stage)."""
+"""Shape facts about graph nodes, read from ``node.meta["val"]`` (set by the capture stage), and the
+facts of convolution nodes."""
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 
 def value_of(node: Any) -> Any:
@@ -58,3 +60,54 @@ def broadcasts_to_both(value: Any) -> bool:
     if not isinstance(value, torch.Tensor):
         return isinstance(value, (int, float, bool))
     return value.ndim == 0 or (value.ndim <= 4 and all(int(s) == 1 for s in value.shape[-3:]))
+
+
+@dataclass(frozen=True)
+class ConvFacts:
+    """What the planner and the convolution rules read of a 2-d convolution, module or function."""
+
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel_size: Tuple[int, int]
+    stride: Any
+    padding: Any
+    dilation: Any
+
+
+CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+
+
+def call_args(node: fx.Node, names: Sequence[str], defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """A function call's arguments by name, positional or keyword, defaults filled in."""
+    found = dict(defaults)
+    found.update(zip(names, node.args))
+    found.update(node.kwargs)
+    return found
+
+
+def conv_facts(node: fx.Node, modules: Dict[str, nn.Module]) -> ConvFacts:
+    """The facts of a ``call_module`` convolution (its attributes) or an ``F.conv2d`` call (its
+    arguments, the weight's shape from ``meta["val"]``)."""
+    if node.op == "call_module":
+        conv = modules[node.target]
+        return ConvFacts(conv.in_channels, conv.out_channels, conv.groups, tuple(conv.kernel_size),
+                         conv.stride, conv.padding, conv.dilation)
+    args = call_args(node, CONV_ARGS, CONV_DEFAULTS)
+    out_channels, in_per_group, *kernel = value_of(args["weight"]).shape
+    groups = int(args["groups"])
+    return ConvFacts(int(in_per_group) * groups, int(out_channels), groups, tuple(int(k) for k in kernel),
+                     args["stride"], args["padding"], args["dilation"])
+
+
+def conv_name(node: fx.Node) -> str:
+    """What schedules match and notes quote for a convolution node: a module call's qualified name;
+    for a function call the module whose forward made it (from the trace), else the node's name."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        key, value = next(reversed(stack.items()))
+        return (value[0] if isinstance(value, tuple) else key) or node.name
+    return node.name

@@ -17,14 +17,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from torch import fx, nn
+from torch import fx
 
 from ..layers.channels import ChannelSplit, low_channel_count
 from ..notes import Note
 from ..rules import registry
 from ..rules.concat import parts_and_dim
 from ..rules.registry import BOUNDARY, CAT, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
-from .facts import channels, feature_args, feature_shape, is_feature_map, spatial
+from .facts import ConvFacts, channels, conv_facts, conv_name, feature_args, feature_shape, is_feature_map, spatial
 from .schedule import Schedule
 
 Split = Optional[ChannelSplit]
@@ -59,11 +59,11 @@ class _UnionFind:
         self.parent[self.find(a)] = self.find(b)
 
 
-def is_depthwise(conv: nn.Conv2d) -> bool:
+def is_depthwise(conv: ConvFacts) -> bool:
     return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
 
 
-def _is_grouped(conv: nn.Conv2d) -> bool:
+def _is_grouped(conv: ConvFacts) -> bool:
     """Grouped but not depthwise: its splits must fall on group boundaries."""
     return conv.groups > 1 and not is_depthwise(conv)
 
@@ -83,6 +83,9 @@ class Planner:
         self.notes: List[Note] = []
         self.classes = _UnionFind()
 
+    def _conv(self, node: fx.Node) -> ConvFacts:
+        return conv_facts(node, self.modules)
+
     # -- 1. categories ---------------------------------------------------------------------
     def _categorize(self) -> None:
         for node in self.nodes:
@@ -92,7 +95,7 @@ class Planner:
                 self.categories[node] = BOUNDARY
                 self.boundary_reasons[node] = reason or f"{registry.describe(node)} has no octave rule"
                 if rule is not None and rule.category == CONV:
-                    self.notes.append(Note(str(node.target), "plain", reason))
+                    self.notes.append(Note(conv_name(node), "plain", reason))
             else:
                 self.categories[node] = rule.category
 
@@ -110,7 +113,7 @@ class Planner:
                 for arg in inputs:
                     if feature_shape(arg) == feature_shape(node):
                         self.classes.union(node, arg)
-            elif category == CONV and is_depthwise(self.modules[node.target]):
+            elif category == CONV and is_depthwise(self._conv(node)):
                 self.classes.union(node, inputs[0])
 
     # -- 3. class decisions ------------------------------------------------------------------
@@ -139,14 +142,14 @@ class Planner:
         if concats:
             return self._concat_split(concats, layouts)
         producers = [n for n in group if self.categories[n] == CONV
-                     and not is_depthwise(self.modules[n.target])]
+                     and not is_depthwise(self._conv(n))]
         if not producers:
             return None, ""
         willing = [n for n in producers if not self._plain_output_reason(n)]
         if not willing:
             return None, self._plain_output_reason(producers[0])
         first = willing[0]
-        alpha, _ = self.schedule.lookup(str(first.target))
+        alpha, _ = self.schedule.lookup(conv_name(first))
         useless = self._why_not_useful(group)
         if useless:
             return None, useless
@@ -157,16 +160,16 @@ class Planner:
             grouping = f" in whole groups of {unit}" if unit > 1 else ""
             return None, f"alpha {alpha:g} of {count} channels{grouping} leaves a branch empty"
         for other in willing[1:]:
-            other_alpha, pattern = self.schedule.lookup(str(other.target))
+            other_alpha, pattern = self.schedule.lookup(conv_name(other))
             if other_alpha != alpha:
-                self.notes.append(Note(str(other.target), "schedule",
+                self.notes.append(Note(conv_name(other), "schedule",
                                        f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
-                                       f"is added to that of {first.target}, and both must split alike"))
+                                       f"is added to that of {conv_name(first)}, and both must split alike"))
         return ChannelSplit.trailing(count, n_low), ""
 
     def _plain_output_reason(self, conv_node: fx.Node) -> str:
         """Why the schedule or the defaults keep this convolution's own output plain ('' if they do not)."""
-        alpha, pattern = self.schedule.lookup(str(conv_node.target))
+        alpha, pattern = self.schedule.lookup(conv_name(conv_node))
         if alpha == 0:
             return f"alpha 0 ({f'pattern {pattern!r}' if pattern else 'no schedule pattern matches it'})"
         source = next(iter(feature_args(conv_node)), None)
@@ -213,10 +216,10 @@ class Planner:
         """Channels per split step: whole groups of the grouped convs that write or read the class."""
         unit = 1
         for node in group:
-            if self.categories[node] == CONV and _is_grouped(conv := self.modules[node.target]):
+            if self.categories[node] == CONV and _is_grouped(conv := self._conv(node)):
                 unit = math.lcm(unit, conv.out_channels // conv.groups)
             for user in node.users:
-                if self.categories.get(user) == CONV and _is_grouped(conv := self.modules[user.target]):
+                if self.categories.get(user) == CONV and _is_grouped(conv := self._conv(user)):
                     unit = math.lcm(unit, conv.in_channels // conv.groups)
         return unit
 
@@ -226,7 +229,7 @@ class Planner:
         for node in self.nodes:
             if self.categories[node] != CONV:
                 continue
-            conv = self.modules[node.target]
+            conv = self._conv(node)
             source = next(iter(feature_args(node)))
             in_split, out_split = layouts.get(source), layouts.get(node)
             own_reason = "" if is_depthwise(conv) else self._plain_output_reason(node)
@@ -235,12 +238,12 @@ class Planner:
             if in_split is not None and conv.groups > 1 and not is_depthwise(conv) and not (
                     in_split.is_trailing and in_split.n_low % (conv.in_channels // conv.groups) == 0):
                 in_split = None
-                self.notes.append(Note(str(node.target), "plain input",
+                self.notes.append(Note(conv_name(node), "plain input",
                                        f"groups={conv.groups} need the low channels last in whole groups"))
             result[node] = (in_split, out_split)
             if out_split is None:
                 reason = own_reason or reasons.get(self.classes.find(node), "")
-                self.notes.append(Note(str(node.target), "plain", reason or "its output joins a plain tensor"))
+                self.notes.append(Note(conv_name(node), "plain", reason or "its output joins a plain tensor"))
         return result
 
     def plan(self) -> Plan:

@@ -1,10 +1,10 @@
 """Counting rules for octify's octave layers and the ``octify.ops`` functions of converted graphs.
 
-``OctConv2d`` counts its path convolutions, each at the resolution it runs at (see
-``octify/layers/octconv.py``): h2h at the high output resolution, h2l and l2l at the low
-output resolution, l2h at the low input resolution (equal to the low output resolution
-at stride 1 and to the high output resolution at stride 2). Pooling and up-sampling
-inside the layer, splits, merges and per-branch normalization cost no multiply-accumulates.
+``OctConv2d`` (and ``FunctionalOctConv2d``) counts its path convolutions, each at the size it
+produces (see ``octify/layers/octconv.py``): h2h at the high output size, h2l and l2l at
+the low output size, l2h at the low output size at stride 1 and the high output size at
+strides 2 and 4. Pooling, padding, cropping and up-sampling inside the layer, splits,
+merges and per-branch normalization cost no multiply-accumulates.
 Per-branch wrappers (``Branchwise``, ``ops.branchwise``) apply the wrapped operation's own
 rule to each branch.
 """
@@ -18,8 +18,10 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctConv2d, OctGlobalAvgPool,
+from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctGlobalAvgPool,
                       OctGlobalMaxPool, OctGroupNormFunction, OctMerge, OctPReLUFunction, OctSplit, PerBranch)
+from ..layers.channels import half_size
+from ..layers.octconv import OctaveConvBase
 from .rules import OpCall, find_rule, register_rule, zero_macs
 
 
@@ -36,20 +38,17 @@ def _branch(value: Any, index: int) -> Any:
     return value[index] if is_octave else value
 
 
-@register_rule(OctConv2d)
+@register_rule(OctaveConvBase)
 def octconv_macs(call: OpCall) -> int:
-    layer: OctConv2d = call.target
-    _, low_in = _branches(call.args[0])
-    high_out, low_out = _branches(call.output)
+    layer: OctaveConvBase = call.target
+    high_out, _ = _branches(call.output)
     batch = math.prod(high_out.shape[:-3])
+    high_size = tuple(high_out.shape[-2:])
     total = 0
-    for path, conv in layer.path_convs():
-        if path.name == "l2h":
-            size = low_in.shape[-2:]
-        else:
-            size = (low_out if path.dst_low else high_out).shape[-2:]
-        outputs = batch * conv.out_channels * math.prod(size)
-        total += outputs * conv.in_channels // conv.groups * math.prod(conv.kernel_size)
+    for path in layer.paths:
+        size = half_size(high_size) if layer.writes_low_resolution(path) else high_size
+        total += (batch * path.out_channels * math.prod(size)
+                  * path.in_channels // path.groups * math.prod(layer.kernel_size))
     return total
 
 

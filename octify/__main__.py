@@ -1,0 +1,4 @@
+"""``python -m octify``: the ``octify`` command."""
+from .cli.main import main
+
+main()
