@@ -148,9 +148,7 @@ def measure(candidate: Candidate) -> Result:
             expected, actual = _shapes(model(x)), _shapes(conversion.module.eval()(x))
         if actual != expected:
             raise AssertionError(f"the converted model gives shapes {actual}, the original {expected}")
-        layers = [m for m in conversion.module.modules() if isinstance(m, (OctConv2d, torch.nn.Conv2d))]
-        result.octave_layers = sum(isinstance(layer, OctConv2d) and not layer.is_plain for layer in layers)
-        result.plain_layers = len(layers) - result.octave_layers
+        result.octave_layers, result.plain_layers = _convolution_counts(conversion.module)
         result.mac_ratio = conversion.report.ratios["macs"]
         result.outcome = "converted" if result.octave_layers else "plain"
     except octify.ConversionError as error:
@@ -161,6 +159,15 @@ def measure(candidate: Candidate) -> Result:
                         for frame in traceback.extract_tb(error.__traceback__)[-4:]]
     result.seconds = round(time.perf_counter() - start, 1)
     return result
+
+
+def _convolution_counts(module: torch.nn.Module) -> Tuple[int, int]:
+    """Octave and plain convolution layers (an octave layer's own path convolutions are part of it)."""
+    octave = [m for m in module.modules() if isinstance(m, OctConv2d)]
+    paths = {id(part) for layer in octave for part in layer.modules() if part is not layer}
+    plain = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d) and id(m) not in paths]
+    octave_count = sum(not layer.is_plain for layer in octave)
+    return octave_count, len(octave) - octave_count + len(plain)
 
 
 def _shapes(output) -> List[Tuple[int, ...]]:
