@@ -12,14 +12,15 @@ __version__ = "0.1.0"
 
 _LOCATIONS = {
     "Branchwise": ".layers", "ChannelSplit": ".layers", "OctBatchNorm2d": ".layers", "OctConv2d": ".layers",
-    "OctMerge": ".layers", "OctSplit": ".layers", "downsample": ".layers", "upsample_to": ".layers",
+    "OctConvTranspose2d": ".layers", "OctMerge": ".layers", "OctSplit": ".layers", "downsample": ".layers",
+    "upsample_to": ".layers",
     "Conversion": ".convert", "convert": ".convert", "ConversionError": ".errors", "InternalError": ".errors",
     "for_inference": ".inference",
     "Schedule": ".plan", "ModelCost": ".report", "Report": ".report", "cost": ".report",
 }
 _SUBMODULES = ("export",)
 
-__all__ = ["Conversion", "ConversionError", "InternalError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctMerge", "OctSplit",
+__all__ = ["Conversion", "ConversionError", "InternalError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference"]
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from .convert import Conversion, convert
     from .errors import ConversionError, InternalError
     from .inference import for_inference
-    from .layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctMerge, OctSplit, downsample, upsample_to
+    from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctConvTranspose2d, OctMerge, OctSplit,
+                         downsample, upsample_to)
     from .plan import Schedule
     from .report import ModelCost, Report, cost
 

@@ -19,6 +19,7 @@ from .plan.schedule import ScheduleLike
 from .ops import accepted_shape
 from .report import Report, build_report
 from .rewrite import guard_input_shapes, rewrite
+from .rules.channels_last import channels_first
 from .rules.registry import CONV, find_rule
 from .verify import check_same_outputs
 
@@ -62,12 +63,20 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     inputs = tuple(example_inputs) if example_inputs is not None else (_random_input(model, input_shape),)
     working = copy.deepcopy(model)
     captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
-    plan = make_plan(captured.module, schedule, min_size=min_size, plain_stem=plain_stem)
-    modules = dict(captured.module.named_modules())
-    schedule.warn_unused(conv_name(n) for n in captured.module.graph.nodes
+    prepared = channels_first(captured.module)
+    plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem)
+    modules = dict(prepared.named_modules())
+    schedule.warn_unused(conv_name(n) for n in prepared.graph.nodes
                          if (rule := find_rule(n, modules)) is not None and rule.category == CONV)
-    module, edge_notes = rewrite(captured.module, plan)
+    module, edge_notes = rewrite(prepared, plan)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
+    if captured.mode_dependence:
+        mode = "train" if model.training else "eval"
+        notes.append(Note(type(model).__name__, "mode", (
+            f"its forward reads self.training outside leaf modules, so the graph keeps {mode} mode's choices "
+            f"whatever .train() / .eval() says later (first difference: `{captured.mode_dependence}`); convert the "
+            f"model in the mode it will run in, or name the module in leaf_modules")))
+        warnings.warn(notes[-1].reason, UserWarning, stacklevel=2)
     if captured.method == FIXED_SHAPES:
         guard_input_shapes(module, inputs, captured.fixed_dims)
         notes.append(_fixed_shape_note(type(model).__name__, inputs, captured.fixed_dims))

@@ -89,12 +89,17 @@ def cat(parts: Sequence[Union[OctaveTensor, Tensor]], dim: int = 1) -> OctaveTen
 
 
 @graph_leaf
+def split_channels(x: Tensor, n_high: int, dim: int = 1) -> OctaveTensor:
+    """A per-channel tensor's first ``n_high`` channels along ``dim`` and the rest: its high and low parts."""
+    return x.narrow(dim, 0, n_high), x.narrow(dim, n_high, x.shape[dim] - n_high)
+
+
+@graph_leaf
 def size(x: OctaveTensor, dim: Union[int, None] = None) -> Union[torch.Size, int]:
     """The size the merged (plain) tensor would have."""
     high, low = x
     merged = torch.Size((high.shape[0], high.shape[1] + low.shape[1]) + tuple(high.shape[2:]))
     return merged if dim is None else merged[dim]
-
 
 
 @graph_leaf
@@ -117,3 +122,11 @@ def fixed_shape(x: Tensor, traced: Tuple[int, ...], dims: Tuple[int, ...]) -> Te
 def accepted_shape(traced: Sequence[int], dims: Sequence[int]) -> str:
     """``(*, 3, 224, 224)``: the traced sizes of ``dims``, ``*`` for any other dimension."""
     return "(" + ", ".join(str(traced[d]) if d in dims else "*" for d in range(len(traced))) + ")"
+
+
+@graph_leaf
+def channels_last(x: Tensor, function: str, *args: Any, **kwargs: Any) -> Tensor:
+    """The function named ``function`` applied to ``x`` (``N, C, H, W``) viewed channels-last, as
+    ``N, C, H, W`` again: the numbers of the channels-last region it comes from (some kernels,
+    GELU's among them, round differently on other layouts)."""
+    return _function(function)(x.permute(0, 2, 3, 1), *args, **kwargs).permute(0, 3, 1, 2)

@@ -37,6 +37,8 @@ class Captured:
     auto_leaves: Dict[str, str] = field(default_factory=dict)
     fixed_dims: Tuple[Tuple[int, ...], ...] = ()
     """With fixed-shape tracing: for each input, the dimensions whose traced sizes the graph depends on."""
+    mode_dependence: str = ""
+    """A line of the traced code that differs in the other train/eval mode ('' when none does)."""
 
     def describe(self) -> str:
         text = f"captured by {self.method} tracing"
@@ -62,8 +64,10 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
     while True:
         leaves = leaf_modules + list(auto_leaves)
         fixed_dims: Tuple[Tuple[int, ...], ...] = ()
+        mode_dependence = ""
         try:
             module, method = trace(model, OctifyTracer(leaves)), SYMBOLIC
+            mode_dependence = _mode_dependence(model, module, leaves)
         except Exception as symbolic_error:
             if not input_checked:  # tell "rejects this input" apart from "cannot be traced"
                 check_model_accepts(model, example_inputs)
@@ -86,7 +90,27 @@ def capture(model: nn.Module, example_inputs: Sequence[torch.Tensor], leaf_modul
         module.graph.eliminate_dead_code(is_impure_node=_is_impure)
         module.recompile()
         propagate_shapes(module, example_inputs)
-        return Captured(module, method, example_inputs, auto_leaves, fixed_dims)
+        return Captured(module, method, example_inputs, auto_leaves, fixed_dims, mode_dependence)
+
+
+def _mode_dependence(model: nn.Module, traced: fx.GraphModule, leaves: Sequence[LeafSpec]) -> str:
+    """The first line of traced code that changes when the model is traced in the other mode ('' if none).
+
+    A ``forward`` that reads ``self.training`` (outside leaf modules) is traced with the
+    current mode's choice fixed: the graph then ignores ``.train()`` / ``.eval()``.
+    """
+    modes = {m: m.training for m in model.modules()}
+    model.train(not model.training)
+    try:
+        other = trace(model, OctifyTracer(leaves))
+    except Exception:  # traces in one mode only: the other mode's graph cannot be compared
+        return ""
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    ours, theirs = traced.code.splitlines(), other.code.splitlines()
+    return next((line.strip() for line, twin in zip(ours, theirs) if line != twin), "") or (
+        "" if len(ours) == len(theirs) else "the graphs differ in length")
 
 
 def _is_impure(node: fx.Node) -> bool:

@@ -21,10 +21,13 @@ from .. import layers
 
 LeafSpec = Union[str, Type[nn.Module]]
 _MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
-OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.FunctionalOctConv2d, layers.OctBatchNorm2d,
-                                              layers.Branchwise, layers.OctSplit, layers.OctMerge, layers.OctPool2d,
-                                              layers.OctInterpolate, layers.PerBranch, layers.OctBatchNormFunction,
-                                              layers.OctGroupNormFunction, layers.OctPReLUFunction)
+OCTIFY_LEAVES: Tuple[Type[nn.Module], ...] = (layers.OctConv2d, layers.FunctionalOctConv2d, layers.OctConvTranspose2d,
+                                              layers.OctBatchNorm2d, layers.Branchwise, layers.OctSplit,
+                                              layers.OctMerge, layers.OctPool2d, layers.OctInterpolate,
+                                              layers.PerBranch, layers.OctBatchNormFunction,
+                                              layers.OctGroupNormFunction, layers.OctPReLUFunction,
+                                              layers.PointwiseLinear, layers.ChannelLayerNorm, layers.ChannelsLast,
+                                              layers.OctChannelLayerNorm)
 
 
 def _torchvision_leaves() -> Tuple[Type[nn.Module], ...]:
@@ -36,12 +39,13 @@ def _torchvision_leaves() -> Tuple[Type[nn.Module], ...]:
 
 
 def _timm_leaves() -> Tuple[Type[nn.Module], ...]:
-    """timm's ``Conv2dSame`` pads by the input size at run time: a leaf keeps the graph general."""
+    """timm modules whose forward a trace would fix: ``Conv2dSame`` pads by the input size at run
+    time; norm + activation and drop path read ``self.training``. Leaves keep the graph general."""
     try:
-        from timm.layers import Conv2dSame
+        from timm.layers import BatchNormAct2d, Conv2dSame, DropPath, FrozenBatchNormAct2d
     except ImportError:  # timm is optional
         return ()
-    return (Conv2dSame,)
+    return (Conv2dSame, BatchNormAct2d, FrozenBatchNormAct2d, DropPath)
 
 
 class OctifyTracer(fx.Tracer):

@@ -195,7 +195,7 @@ class Planner:
     def _why_not_useful(self, group: List[fx.Node]) -> str:
         """Why two branches would be wasted here: every consumer needs a plain tensor."""
         inside = set(group)
-        rejoining = [n for n in group if self.categories[n] == CONV and not is_depthwise(self.modules[n.target])
+        rejoining = [n for n in group if self.categories[n] == CONV and not is_depthwise(self._conv(n))
                      and any(arg in inside for arg in feature_args(n))]  # a conv whose output re-joins its input
         consumers = [u for u in self._external_consumers(group) + rejoining if self.categories.get(u) != SHAPE]
         useful = [u for u in consumers if self._uses_octave(u)]

@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .. import ops
 from ..capture.tracer import LeafSpec
 from ..layers import ChannelSplitter, OctGlobalAvgPool, OctGlobalMaxPool, OctMerge, OctSplit
 from ..notes import Note
@@ -27,8 +28,8 @@ from .exports import csv_text, dataframe
 from .grouping import group, subtotals
 
 RATIO_KEYS = ("macs", "params", "activation_bytes", "peak_activation_bytes")
-BOUNDARY_OPS = tuple(cls.__name__ for cls in (OctSplit, OctMerge, OctGlobalAvgPool, OctGlobalMaxPool,
-                                                 ChannelSplitter))
+BOUNDARY_OPS = tuple(op.__name__ for op in (OctSplit, OctMerge, OctGlobalAvgPool, OctGlobalMaxPool, ChannelSplitter,
+                                            ops.split_channels))
 Section = Tuple[str, List[str]]
 
 

@@ -5,6 +5,8 @@ produces (see ``octify/layers/octconv.py``): h2h at the high output size, h2l an
 the low output size, l2h at the low output size at stride 1 and the high output size at
 strides 2 and 4. Pooling, padding, cropping and up-sampling inside the layer, splits,
 merges and per-branch normalization cost no multiply-accumulates.
+``OctConvTranspose2d`` counts like ``FlopCounterMode`` counts a transposed convolution:
+per input pixel of each path (the output_padding and crops it uses do not change that).
 Per-branch wrappers (``Branchwise``, ``ops.branchwise``) apply the wrapped operation's own
 rule to each branch.
 """
@@ -18,8 +20,9 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctGlobalAvgPool,
-                      OctGlobalMaxPool, OctGroupNormFunction, OctMerge, OctPReLUFunction, OctSplit, PerBranch)
+from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormFunction, OctChannelLayerNorm,
+                      OctConvTranspose2d, OctGlobalAvgPool, OctGlobalMaxPool, OctGroupNormFunction, OctMerge,
+                      OctPReLUFunction, OctSplit, PerBranch)
 from ..layers.channels import half_size
 from ..layers.octconv import OctaveConvBase
 from .rules import OpCall, find_rule, register_rule, zero_macs
@@ -93,10 +96,26 @@ def per_branch_macs(call: OpCall) -> int:
     return total
 
 
-register_rule(OctBatchNorm2d, OctBatchNormFunction, OctGroupNormFunction, OctPReLUFunction)(zero_macs)
+register_rule(OctBatchNorm2d, OctBatchNormFunction, OctGroupNormFunction, OctPReLUFunction, OctChannelLayerNorm)(zero_macs)
 register_rule(OctSplit, remark="2x2 average pooling of the low channels (not in MACs)")(zero_macs)
 register_rule(OctMerge, remark="nearest x2 up-sampling of the low branch (not in MACs)")(zero_macs)
 register_rule(OctGlobalAvgPool, remark="global average pooling of both branches into one plain tensor "
                                        "(not in MACs)")(zero_macs)
 register_rule(OctGlobalMaxPool, remark="global max pooling of both branches into one plain tensor")(zero_macs)
-register_rule(ChannelSplitter, remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
+register_rule(ChannelSplitter, ops.split_channels,
+              remark="per-channel tensor divided between the branches, no resampling")(zero_macs)
+
+
+@register_rule(OctConvTranspose2d)
+def octconv_transpose_macs(call: OpCall) -> int:
+    """Each path scatters its input pixels: h2h from the high input, the others from the
+    low resolution (the low input, or the high input pooled)."""
+    layer: OctConvTranspose2d = call.target
+    high_in, _ = _branches(call.args[0])
+    batch = math.prod(high_in.shape[:-3])
+    low_size = half_size(high_in.shape[-2:])
+    total = 0
+    for path, conv in layer.path_convs():
+        size = high_in.shape[-2:] if path.name == "h2h" else low_size
+        total += batch * conv.in_channels * math.prod(size) * math.prod(conv.weight.shape[1:])
+    return total

@@ -1,5 +1,6 @@
 """Op rules, one registry (see :mod:`octify.rules.registry`); importing this package registers them all."""
-from . import branchwise, concat, convolution, elementwise, normalization, pooling, reduction  # noqa: F401  (registration)
+from . import (branchwise, channels_last, concat, convolution, elementwise, normalization, pooling,  # noqa: F401
+               reduction, transposed)  # (registration)
 from .registry import RULES, Rule, find_rule, register
 
 __all__ = ["RULES", "Rule", "find_rule", "register"]

@@ -55,6 +55,12 @@ def rewrite_elementwise(node: fx.Node, ctx: "RewriteContext") -> None:
             operands.append(ctx.value(arg, split, node))
         elif isinstance(arg, fx.Node) and is_per_channel(arg, int(out[1])):
             channel_dim = value_of(arg).ndim - 3
+            if arg.op == "get_attr" and split.is_trailing:
+                # A parameter (ConvNeXt's layer scale) is no module's input: torch's module
+                # tracker (FlopCounterMode) fails on one in inference mode.
+                operands.append(ctx.graph.call_function(ops.split_channels, (ctx.value(arg, None, node),
+                                                                               split.n_high, channel_dim)))
+                continue
             name = ctx.shared_module(("channels", split, channel_dim),
                                      lambda: ChannelSplitter(split, channel_dim), "channel_split")
             operands.append(ctx.graph.call_module(name, (ctx.value(arg, None, node),)))

@@ -14,9 +14,14 @@ by the split, so each branch normalizes its own channels with their own paramete
   one per channel is sliced.
 * Layer normalization normalizes each position over all its channels, so it mixes the
   branches: a boundary, with that reason.
+* timm's ``BatchNormAct2d`` / ``FrozenBatchNormAct2d`` (BatchNorm, dropout, activation) are
+  leaves, one sliced copy per branch: traced through, their ``if self.training`` would be
+  fixed to the mode the model was converted in. timm's ``DropPath`` is a leaf for the same
+  reason and becomes an :class:`~octify.layers.OctStochasticDepth` (one draw for both branches).
 """
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -27,7 +32,7 @@ from torch.fx.node import _get_qualified_name
 
 from .. import ops
 from ..layers import (Branchwise, ChannelSplit, OctBatchNormFunction, OctGroupNormFunction, OctPReLUFunction,
-                      PerBranch)
+                      OctStochasticDepth, PerBranch)
 from ..notes import Note
 from ..plan.facts import channels, feature_shape, value_of
 from .registry import BOUNDARY, PER_BRANCH, Rule, register
@@ -217,3 +222,51 @@ register(Rule(PER_BRANCH, rewrite_instance_norm, check_feature_map), nn.Instance
 register(Rule(PER_BRANCH, rewrite_prelu, check_feature_map), nn.PReLU)
 register(Rule(PER_BRANCH, rewrite_prelu_function, check_prelu_function), F.prelu, torch.prelu)
 register(Rule(BOUNDARY, copy_plain, channel_mixing), nn.LayerNorm, F.layer_norm)
+
+
+def rewrite_norm_act(node: fx.Node, ctx: "RewriteContext") -> None:
+    split = ctx.plan.layout(node)
+    if split is None:
+        ctx.copy(node)
+        return
+    norm = ctx.module(node)
+    _replace_per_branch(node, ctx, PerBranch.sliced(norm, split, lambda n: _resized_copy(norm, n)))
+
+
+def _resized_copy(module: nn.Module, channels: int) -> nn.Module:
+    """A copy of a per-channel module for ``channels`` channels (values of its per-channel tensors to be filled in)."""
+    clone = copy.deepcopy(module)
+    for store in (clone._parameters, clone._buffers):
+        for name, value in store.items():
+            if value is not None and value.ndim and value.shape[0] == module.num_features:
+                resized = value.new_empty((channels, *value.shape[1:]))
+                store[name] = nn.Parameter(resized, value.requires_grad) if isinstance(value, nn.Parameter) else resized
+    clone.num_features = channels
+    return clone
+
+
+def check_drop_path(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
+    if not getattr(modules[node.target], "scale_by_keep", True):
+        return "drop path without rescaling (scale_by_keep=False) has no octave rule"
+    return check_feature_map(node, modules)
+
+
+def rewrite_drop_path(node: fx.Node, ctx: "RewriteContext") -> None:
+    split = ctx.plan.layout(node)
+    if split is None:
+        ctx.copy(node)
+        return
+    drop = ctx.module(node)
+    _replace_per_branch(node, ctx, OctStochasticDepth(drop.drop_prob, "row").train(drop.training))
+
+
+def _register_timm() -> None:
+    try:
+        from timm.layers import BatchNormAct2d, DropPath, FrozenBatchNormAct2d
+    except ImportError:  # timm is optional
+        return
+    register(Rule(PER_BRANCH, rewrite_norm_act, check_feature_map), BatchNormAct2d, FrozenBatchNormAct2d)
+    register(Rule(PER_BRANCH, rewrite_drop_path, check_drop_path), DropPath)
+
+
+_register_timm()
