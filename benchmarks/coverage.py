@@ -44,13 +44,15 @@ from torch.utils._pytree import tree_flatten
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import octify  # noqa: E402
 from cli.models import load_model  # noqa: E402
-from octify.layers import OctConv2d  # noqa: E402
+from octify.layers import OctConvTranspose2d  # noqa: E402
+from octify.layers.octconv import OctaveConvBase  # noqa: E402
 
 SOURCES = ("timm", "smp", "torchvision")
 ALPHA = 0.5
 MIN_CONV_SHARE = 0.5
 SMP_ENCODER = "resnet18"
 SMP_EXCLUDED = {"dpt": "needs a ViT encoder"}
+OCTAVE_LAYERS = (OctaveConvBase, OctConvTranspose2d)  # OctConv2d, FunctionalOctConv2d, OctConvTranspose2d
 OUTCOMES = ("crash", "ConversionError", "plain", "converted")  # table order: bugs first
 
 
@@ -163,9 +165,10 @@ def measure(candidate: Candidate) -> Result:
 
 def _convolution_counts(module: torch.nn.Module) -> Tuple[int, int]:
     """Octave and plain convolution layers (an octave layer's own path convolutions are part of it)."""
-    octave = [m for m in module.modules() if isinstance(m, OctConv2d)]
+    octave = [m for m in module.modules() if isinstance(m, OCTAVE_LAYERS)]
     paths = {id(part) for layer in octave for part in layer.modules() if part is not layer}
-    plain = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d) and id(m) not in paths]
+    plain = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))
+             and id(m) not in paths]
     octave_count = sum(not layer.is_plain for layer in octave)
     return octave_count, len(octave) - octave_count + len(plain)
 
