@@ -36,6 +36,8 @@ MODEL is one of:
   path/to/file.py        the file defines `model` (an nn.Module) or `build_model()`
   path/to/file.py:NAME   an nn.Module, or a function or class that returns one
   torchvision:NAME       torchvision.models.get_model(NAME, weights=None)
+  timm:NAME              timm.create_model(NAME, pretrained=False)
+  smp:ARCH[:ENCODER]     a segmentation_models_pytorch model, encoder_weights=None
   package.module:NAME    as file.py:NAME, from an importable module
 A model file is Python code, and octify runs it.
 

@@ -5,6 +5,9 @@
 - ``path/to/file.py:NAME``: the attribute ``NAME`` of that file, an ``nn.Module`` or a
   callable (function or class) that returns one when called without arguments;
 - ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=None)``;
+- ``timm:NAME``: ``timm.create_model(NAME, pretrained=False)``;
+- ``smp:ARCH[:ENCODER]``: segmentation_models_pytorch's ``create_model(ARCH, ENCODER,
+  encoder_weights=None)``, the encoder by default smp's own (resnet34);
 - ``package.module:NAME``: the attribute ``NAME`` of an importable module, as for a file.
 
 Running a model file is running its code, as ``python file.py`` would (its directory goes
@@ -20,7 +23,7 @@ import re
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, List
+from typing import Any, List, NoReturn
 
 from torch import nn
 
@@ -28,16 +31,20 @@ from .errors import CommandError, UsageError, describe
 from .options import split_model_spec
 
 CONVENTION = ("model", "build_model")
-FORMS = "path/to/file.py, path/to/file.py:NAME, torchvision:NAME or package.module:NAME"
+FORMS = ("path/to/file.py, path/to/file.py:NAME, torchvision:NAME, timm:NAME, smp:ARCH[:ENCODER] "
+         "or package.module:NAME")
+LIBRARY_EXAMPLES = {"torchvision": "torchvision:resnet18", "timm": "timm:resnet18",
+                    "smp": "smp:Unet or smp:Unet:resnet18"}  # the keys are options.MODEL_LIBRARIES
+INSTALL_ZOO = "pip install 'octify[zoo]'"
 
 
 def load_model(spec: str) -> nn.Module:
     """The ``nn.Module`` that ``spec`` names (see the module docstring); UsageError or CommandError if none."""
     source, attribute = split_model_spec(spec)
-    if source == "torchvision":
+    if source in LIBRARY_EXAMPLES:
         if not attribute:
-            raise UsageError("torchvision:NAME needs a model name, such as torchvision:resnet18")
-        return _torchvision_model(attribute)
+            raise UsageError(f"MODEL {spec!r} needs a model name, such as {LIBRARY_EXAMPLES[source]}")
+        return {"torchvision": _torchvision_model, "timm": _timm_model, "smp": _smp_model}[source](attribute)
     if source.endswith(".py"):
         namespace = _run_file(Path(source))
     elif attribute:
@@ -53,12 +60,50 @@ def _torchvision_model(name: str) -> nn.Module:
     from torchvision import models
     available = models.list_models()
     if name not in available:
-        close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(close)}?" if close else "; torchvision.models.list_models() lists them"
-        raise UsageError(f"torchvision has no model {name!r}{hint}")
+        _unknown("torchvision", name, available, "torchvision.models.list_models() lists them")
     builder = models.get_model_builder(name)
     no_download = {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
     return models.get_model(name, weights=None, **no_download)
+
+
+def _timm_model(name: str) -> nn.Module:
+    timm = _import_zoo("timm")
+    if not timm.is_model(name):
+        _unknown("timm", name, timm.list_models(), "timm.list_models() lists them")
+    return timm.create_model(name, pretrained=False)
+
+
+def _smp_model(spec: str) -> nn.Module:
+    """``ARCH`` or ``ARCH:ENCODER``: an untrained segmentation_models_pytorch model (nothing is downloaded)."""
+    smp = _import_zoo("segmentation_models_pytorch")
+    arch, _, encoder = spec.partition(":")
+    architectures = smp.MODEL_ARCHITECTURES_MAPPING  # lower-case name -> class
+    if arch.lower() not in architectures:
+        names = [model.__name__ for model in architectures.values()]
+        _unknown("segmentation_models_pytorch", arch, names, f"choose from {', '.join(names)}")
+    if encoder:
+        encoders = smp.encoders.get_encoder_names()
+        is_timm_encoder = encoder.startswith("tu-") and _import_zoo("timm").is_model(encoder[3:])
+        if encoder not in encoders and not is_timm_encoder:
+            _unknown("segmentation_models_pytorch", encoder, encoders,
+                     "segmentation_models_pytorch.encoders.get_encoder_names() lists them, "
+                     "and tu-NAME takes timm's NAME", kind="encoder")
+    options = {"encoder_name": encoder} if encoder else {}
+    return architectures[arch.lower()](encoder_weights=None, **options)
+
+
+def _import_zoo(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise UsageError(f"{name} is not installed: {INSTALL_ZOO} (or pip install {name.replace('_', '-')})") \
+            from error
+
+
+def _unknown(library: str, name: str, available: List[str], otherwise: str, kind: str = "model") -> NoReturn:
+    close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?" if close else otherwise
+    raise UsageError(f"{library} has no {kind} {name!r}; {hint}")
 
 
 def _torchvision_hint(spec: str) -> str:

@@ -14,6 +14,7 @@ from .errors import UsageError
 
 EXPORT_FORMATS = ("onnx", "torchscript", "torch.export")  # the keys of octify.export.FORMATS
 REPORT_FORMATS = ("table", "json", "markdown", "csv")
+MODEL_LIBRARIES = ("torchvision", "timm", "smp")  # MODEL prefixes: torchvision:NAME, timm:NAME, smp:ARCH[:ENCODER]
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
 
@@ -33,15 +34,19 @@ class Request:
 
 
 def split_model_spec(spec: str) -> Tuple[str, Optional[str]]:
-    """``"file.py:NAME"`` -> ``("file.py", "NAME")``; ``"file.py"`` -> ``("file.py", None)``."""
+    """``"file.py:NAME"`` -> ``("file.py", "NAME")``; ``"file.py"`` -> ``("file.py", None)``;
+    ``"smp:Unet:resnet18"`` -> ``("smp", "Unet:resnet18")`` (a model library's prefix ends at its colon)."""
+    library, colon, name = spec.partition(":")
+    if colon and library in MODEL_LIBRARIES:
+        return library, name
     source, colon, attribute = spec.rpartition(":")
     return (source, attribute) if colon else (spec, None)
 
 
 def model_name(spec: str) -> str:
-    """The name of what MODEL names: ``NAME`` when given, else the file's stem."""
+    """The name of what MODEL names: ``NAME`` when given (``ARCH-ENCODER`` for smp), else the file's stem."""
     source, attribute = split_model_spec(spec)
-    return attribute or Path(source).stem
+    return attribute.replace(":", "-") if attribute else Path(source).stem
 
 
 def parse_input_shapes(values: Sequence[str]) -> Tuple[Tuple[int, ...], ...]:

@@ -67,12 +67,14 @@ def small_input(model):
 def run_counting_macs(module, x):
     """The output, and the multiply-accumulates FlopCounterMode measures (FLOPs / 2).
 
-    Attention runs unfused: FlopCounterMode does not see inside the fused kernels.
+    Attention runs unfused: FlopCounterMode does not see inside the fused kernels. No grad
+    rather than inference mode: FlopCounterMode's module tracker hooks parameters passed to a
+    submodule (octave norm functions take theirs as arguments), which inference mode forbids.
     """
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.inference_mode():
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
             output = module(x)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -15,7 +15,7 @@ from torch import fx, nn
 
 from ..layers.pooling import (NEAREST_MODES, OctInterpolate, OctPool2d, Pool, is_whole_enlargement,
                               pool_size_problem)
-from ..plan.facts import feature_shape, spatial
+from ..plan.facts import feature_shape, is_feature_map, node_args, spatial
 from .registry import PER_BRANCH, Rule, register
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ def _pool(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[Pool]:
 def check_pooling(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
     if feature_shape(node.args[0] if node.args else None) is None:
         return "not applied to a 4-d feature map"
+    computed = [arg.name for arg in node_args(node) if not is_feature_map(arg)]
+    if computed:  # F.avg_pool2d(x, x.size()[2:]): the geometry is known only when it runs
+        return f"its kernel, stride or padding is computed in the graph (from {', '.join(computed)})"
     pool = _pool(node, modules)
     if pool is None:
         return f"the arguments of {node.target.__name__} could not be read"
