@@ -12,6 +12,7 @@ sizes still trace, and the graph is valid for that input size. Branching on tens
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Set, Tuple, Type, Union
 
 import torch
@@ -234,10 +235,26 @@ class FixedShapeTracer(OctifyTracer):
 
 
 def trace(model: nn.Module, tracer: OctifyTracer) -> fx.GraphModule:
-    """Trace ``model`` with ``tracer`` into a GraphModule that keeps the model's submodule names."""
-    graph = tracer.trace(model)
+    """Trace ``model`` with ``tracer`` into a GraphModule that keeps the model's submodule names.
+
+    While tracing, ``torch.compiler.is_compiling()`` answers True, as under ``torch.compile``:
+    models skip the run-time checks that they skip for any graph capture (an input-size
+    check that reads ``x.shape`` would otherwise fix the graph to the example's size).
+    """
+    with _capturing_a_graph():
+        graph = tracer.trace(model)
     name = type(model).__name__
     return fx.GraphModule(tracer.root, graph, name)
+
+
+@contextmanager
+def _capturing_a_graph() -> Iterator[None]:
+    is_compiling = torch.compiler.is_compiling
+    torch.compiler.is_compiling = lambda: True
+    try:
+        yield
+    finally:
+        torch.compiler.is_compiling = is_compiling
 
 
 __all__ = ["FixedShapeTracer", "LeafSpec", "OctifyTracer", "trace"]

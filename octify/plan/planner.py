@@ -128,7 +128,8 @@ class Planner:
             self.classes.find(node)
             category = self.categories[node]
             inputs = list(feature_args(node))
-            if category == PER_BRANCH and inputs and channels(inputs[0]) == channels(node):
+            if category == PER_BRANCH and inputs and channels(inputs[0]) == channels(node) \
+                    and not self._enlarges_a_small_map(inputs[0], node):
                 self.classes.union(node, inputs[0])
             elif category == ELEMENTWISE:
                 for arg in inputs:
@@ -136,6 +137,12 @@ class Planner:
                         self.classes.union(node, arg)
             elif category == CONV and is_depthwise(self._conv(node)):
                 self.classes.union(node, inputs[0])
+
+    def _enlarges_a_small_map(self, source: fx.Node, result: fx.Node) -> bool:
+        """A resize from a map under ``min_size`` to one at least that large: the two may split apart
+        (the small map stays plain, the large one is split after the resize), so that one small map
+        does not keep every map added to its up-sampled copy plain (FPN, HRNet)."""
+        return min(spatial(source)) < self.min_size <= min(spatial(result))
 
     # -- 3. class decisions ------------------------------------------------------------------
     def _decide(self) -> Tuple[Dict[fx.Node, Split], Dict[fx.Node, _Why]]:
