@@ -23,7 +23,7 @@ per dimension); the rules that get it there:
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from .branchwise import _register_inverse_order
 from .channels import ChannelSplit, half_size
+from .checks import OctaveTensor
 from .octconv import _pair
 
-OctaveTensor = Tuple[Tensor, Tensor]
 Pool = Union[nn.MaxPool2d, nn.AvgPool2d]
 SIZE_CHECK_LIMIT = 1024
 NEAREST_MODES = ("nearest", "nearest-exact")

@@ -1,15 +1,15 @@
 """Picking channels of an octave tensor: slices, chunks and channel shuffles, branch by branch."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from .channels import ChannelSplit
+from .checks import OctaveTensor
 from .resample import upsample_to
 
-OctaveTensor = Tuple[Tensor, Tensor]
 
 
 def selected_split(split: ChannelSplit, index: Sequence[int]) -> ChannelSplit:
