@@ -17,8 +17,8 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
+from ..capture.facts import broadcasts_to_both, feature_args, feature_shape
 from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
-from ..plan.facts import broadcasts_to_both, feature_args, feature_shape
 from .registry import PER_BRANCH, Rule, register, register_fallback, when_octave
 
 if TYPE_CHECKING:

@@ -22,10 +22,10 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
+from ..capture.facts import feature_shape, value_of
 from ..layers import ChannelSplit, OctConv2d
 from ..layers.channels_last import (TO_CHANNELS_FIRST, TO_CHANNELS_LAST, ChannelLayerNorm, ChannelsLast,
                                     OctChannelLayerNorm, PointwiseLinear)
-from ..plan.facts import feature_shape, value_of
 from .branchwise import (ACTIVATION_FUNCTIONS, ACTIVATIONS, emit_replacement, rewrite_branch_function,
                          rewrite_branch_module)
 from .registry import CONV, PER_BRANCH, Rule, register, when_octave

@@ -7,7 +7,7 @@ import torch
 from torch import fx, nn
 
 from .. import ops
-from ..plan.facts import feature_shape, spatial
+from ..capture.facts import feature_shape, spatial
 from .registry import CAT, Rule, register, when_octave
 
 if TYPE_CHECKING:

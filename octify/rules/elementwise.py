@@ -8,8 +8,8 @@ import torch
 from torch import fx, nn
 
 from .. import ops
+from ..capture.facts import broadcasts_to_both, feature_shape, is_per_channel, value_of
 from ..layers import ChannelSplitter
-from ..plan.facts import broadcasts_to_both, feature_shape, is_per_channel, value_of
 from .registry import ELEMENTWISE, Rule, register, when_octave
 
 if TYPE_CHECKING:

@@ -30,10 +30,10 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
+from ..capture.facts import channels, feature_shape, value_of
 from ..layers import (Branchwise, ChannelSplit, OctBatchNormFunction, OctGroupNormFunction, OctPReLUFunction,
                       OctStochasticDepth, PerBranch)
 from ..notes import Note
-from ..plan.facts import channels, feature_shape, value_of
 from .branchwise import emit_replacement
 from .registry import BOUNDARY, PER_BRANCH, Rule, register, when_octave
 

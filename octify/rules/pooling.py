@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..capture.facts import feature_shape, is_feature_map, node_args, spatial
 from ..layers.pooling import (NEAREST_MODES, OctInterpolate, OctPool2d, Pool, is_whole_enlargement,
                               pool_size_problem)
-from ..plan.facts import feature_shape, is_feature_map, node_args, spatial
 from .registry import PER_BRANCH, Rule, register, when_octave
 
 if TYPE_CHECKING:
