@@ -11,12 +11,12 @@ from torch import fx, nn
 
 from . import rules  # noqa: F401  (registers the op rules)
 from .capture import FIXED_SHAPES, Captured, capture
+from .capture.facts import conv_name
 from .capture.tracer import LeafSpec
 from .notes import Note
-from .plan import Schedule, make_plan
-from .plan.facts import conv_name
-from .plan.schedule import ScheduleLike
 from .ops import accepted_shape
+from .plan import Schedule, make_plan
+from .plan.schedule import ScheduleLike
 from .report import Report, build_report
 from .report.coverage import SavingsWarning
 from .report.formatting import count, percent

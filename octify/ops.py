@@ -13,8 +13,8 @@ from typing import Any, Callable, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, fx
+from .layers.checks import OctaveTensor, branch_of, is_octave
 
-OctaveTensor = Tuple[Tensor, Tensor]
 
 
 def graph_leaf(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -29,14 +29,6 @@ def graph_leaf(fn: Callable[..., Any]) -> Callable[..., Any]:
     return leaf
 
 
-def _is_octave(value: Any) -> bool:
-    return isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Tensor) for v in value)
-
-
-def _branch(value: Any, index: int) -> Any:
-    return value[index] if _is_octave(value) else value
-
-
 @lru_cache(maxsize=None)
 def _function(qualified_name: str) -> Callable[..., Any]:
     module_name, _, attribute = qualified_name.rpartition(".")
@@ -47,44 +39,44 @@ def _function(qualified_name: str) -> Callable[..., Any]:
 def branchwise(function: str, x: OctaveTensor, *args: Any, **kwargs: Any) -> OctaveTensor:
     """The function named ``function`` (e.g. ``"torch.nn.functional.relu"``) applied to each branch."""
     fn = _function(function)
-    return tuple(fn(x[i], *(_branch(a, i) for a in args), **kwargs) for i in (0, 1))
+    return tuple(fn(x[i], *(branch_of(a, i) for a in args), **kwargs) for i in (0, 1))
 
 
 @graph_leaf
 def branchwise_method(name: str, x: OctaveTensor, *args: Any, **kwargs: Any) -> OctaveTensor:
     """Tensor method ``name`` called on each branch, e.g. ``branchwise_method("relu", x)``."""
-    return tuple(getattr(x[i], name)(*(_branch(a, i) for a in args), **kwargs) for i in (0, 1))
+    return tuple(getattr(x[i], name)(*(branch_of(a, i) for a in args), **kwargs) for i in (0, 1))
 
 
 @graph_leaf
 def add(a: Any, b: Any) -> OctaveTensor:
     """``a + b`` branch by branch."""
-    return _branch(a, 0) + _branch(b, 0), _branch(a, 1) + _branch(b, 1)
+    return branch_of(a, 0) + branch_of(b, 0), branch_of(a, 1) + branch_of(b, 1)
 
 
 @graph_leaf
 def sub(a: Any, b: Any) -> OctaveTensor:
     """``a - b`` branch by branch."""
-    return _branch(a, 0) - _branch(b, 0), _branch(a, 1) - _branch(b, 1)
+    return branch_of(a, 0) - branch_of(b, 0), branch_of(a, 1) - branch_of(b, 1)
 
 
 @graph_leaf
 def mul(a: Any, b: Any) -> OctaveTensor:
     """``a * b`` branch by branch."""
-    return _branch(a, 0) * _branch(b, 0), _branch(a, 1) * _branch(b, 1)
+    return branch_of(a, 0) * branch_of(b, 0), branch_of(a, 1) * branch_of(b, 1)
 
 
 @graph_leaf
 def div(a: Any, b: Any) -> OctaveTensor:
     """``a / b`` branch by branch."""
-    return _branch(a, 0) / _branch(b, 0), _branch(a, 1) / _branch(b, 1)
+    return branch_of(a, 0) / branch_of(b, 0), branch_of(a, 1) / branch_of(b, 1)
 
 
 @graph_leaf
 def cat(parts: Sequence[Union[OctaveTensor, Tensor]], dim: int = 1) -> OctaveTensor:
     """Channel concat: highs together, lows together; a plain part joins the high branch whole."""
-    highs = [p[0] if _is_octave(p) else p for p in parts]
-    lows = [p[1] for p in parts if _is_octave(p)]
+    highs = [p[0] if is_octave(p) else p for p in parts]
+    lows = [p[1] for p in parts if is_octave(p)]
     return torch.cat(highs, dim), torch.cat(lows, dim)
 
 

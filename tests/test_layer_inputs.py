@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from octify import Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctMerge, OctSplit
-from octify.layers import OctGlobalAvgPool, OctStochasticDepth
+from octify.layers import OctGlobalAvgPool, OctGlobalMaxPool, OctInterpolate, OctPool2d, OctStochasticDepth
+from octify.layers.select import OctSelect
 
 SPLIT = ChannelSplit.trailing(5, 3)  # 2 high, 3 low: OctConv2d(5, ..., alpha=0.5) rounds 2.5 up to 3 low
 
@@ -21,6 +22,8 @@ LAYERS = {
     "OctBatchNorm2d": lambda: OctBatchNorm2d(5, split=SPLIT).eval(),
     "OctMerge": lambda: OctMerge(SPLIT),
     "OctGlobalAvgPool": lambda: OctGlobalAvgPool(SPLIT),
+    "OctGlobalMaxPool": lambda: OctGlobalMaxPool(SPLIT),
+    "OctSelect": lambda: OctSelect(SPLIT, (4, 0, 3)),
 }
 
 
@@ -40,7 +43,9 @@ def test_right_channel_counts_run(name):
 
 
 ALL_OCTAVE_LAYERS = dict(LAYERS, Branchwise=lambda: Branchwise(nn.ReLU()),
-                         OctStochasticDepth=lambda: OctStochasticDepth(0.2, "row"))
+                         OctStochasticDepth=lambda: OctStochasticDepth(0.2, "row"),
+                         OctPool2d=lambda: OctPool2d(nn.MaxPool2d(2)),
+                         OctInterpolate=lambda: OctInterpolate(scale_factor=2.0, mode="nearest"))
 
 
 @pytest.mark.parametrize("name", ALL_OCTAVE_LAYERS)

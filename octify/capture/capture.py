@@ -13,7 +13,7 @@ import logging
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import fx, nn
@@ -122,16 +122,11 @@ def _is_impure(node: fx.Node) -> bool:
 
 def check_model_accepts(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:
     """Run the model once (fake tensors, else real ones in eval mode); ConversionError if it rejects the input."""
-    try:
-        _run_fake(model, example_inputs)
-        return
-    except Exception:
-        pass
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(*example_inputs)
-    except Exception as error:
-        raise _rejection(example_inputs, error) from error
+    def fake_run(fakes: List[object], mode: FakeTensorMode) -> None:
+        with mode:
+            model(*fakes)
+
+    _fake_else_real(model, example_inputs, fake_run, lambda: model(*example_inputs))
 
 
 def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
@@ -139,17 +134,24 @@ def propagate_shapes(module: fx.GraphModule, example_inputs: Sequence[torch.Tens
 
     Fake tensors first; modules whose forward depends on data values run for real, in eval mode.
     """
+    _fake_else_real(module, example_inputs, lambda fakes, mode: FakeTensorProp(module, mode).propagate(*fakes),
+                    lambda: _MetaRecorder(module).run(*example_inputs))
+
+
+def _fake_else_real(module: nn.Module, example_inputs: Sequence[torch.Tensor],
+                    fake_run: Callable[[List[object], FakeTensorMode], object], real_run: Callable[[], object]) -> None:
+    """``fake_run`` on fake copies of the inputs; if that fails, ``real_run`` in eval mode; ConversionError if both fail."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fakes = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in example_inputs]
     try:
-        mode = FakeTensorMode(allow_non_fake_inputs=True)
-        fakes = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in example_inputs]
         with torch.no_grad(), _quiet_fake_tensor_log():
-            FakeTensorProp(module, mode).propagate(*fakes)
+            fake_run(fakes, mode)
         return
     except Exception:
         pass
     try:
         with eval_mode(module), torch.no_grad():
-            _MetaRecorder(module).run(*example_inputs)
+            real_run()
     except Exception as error:
         raise _rejection(example_inputs, error) from error
 
@@ -180,13 +182,6 @@ class _MetaRecorder(fx.Interpreter):
         meta_storage = self._meta_storages[key][1]
         return torch.empty(0, dtype=tensor.dtype, device="meta").set_(
             meta_storage, tensor.storage_offset(), tensor.shape, tensor.stride())
-
-
-def _run_fake(model: nn.Module, example_inputs: Tuple[torch.Tensor, ...]) -> None:
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fakes = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in example_inputs]
-    with mode, torch.no_grad(), _quiet_fake_tensor_log():
-        model(*fakes)
 
 
 @contextmanager

@@ -7,14 +7,14 @@ the same pass as its last add, so neither needs a pass over memory of its own.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple, Union
+from typing import Any, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .. import ops
+from ..layers.checks import OctaveTensor
 
-OctaveTensor = Tuple[Tensor, Tensor]
 
 
 def accumulate_(target: Tensor, others: Sequence[Tensor], relu: bool) -> Tensor:

@@ -15,6 +15,7 @@ from typing import Dict, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..layers import OctBatchNorm2d, OctConv2d, OctSplit
 
@@ -42,7 +43,8 @@ def batchnorm_affine(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
 def fold_conv_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A copy of ``conv`` that computes ``bn(conv(x))`` in eval mode."""
     folded = copy.deepcopy(conv)
-    _scale_rows(folded, *batchnorm_affine(bn), owns_bias=True)
+    folded.weight, folded.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                      bn.eps, bn.weight, bn.bias)
     return folded
 
 

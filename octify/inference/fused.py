@@ -27,13 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import OctConv2d
+from ..layers.checks import OctaveTensor
 from ..layers.resample import downsample
 from .epilogue import accumulate_, add_then_relu, residual_fits
 from .grouped import GroupedOctConv2d
 from .kernels import conv2d
 from .resample import add_upsampled_
 
-OctaveTensor = Tuple[Tensor, Tensor]
 Padding = Union[str, Tuple[int, int]]
 
 

@@ -12,10 +12,10 @@ from typing import List, Optional, Tuple
 from torch import Tensor, nn
 
 from ..layers import OctConv2d
+from ..layers.checks import OctaveTensor
 from ..layers.resample import downsample
 from .epilogue import accumulate_, add_then_relu, residual_fits
 
-OctaveTensor = Tuple[Tensor, Tensor]
 
 
 class GroupedOctConv2d(nn.Module):

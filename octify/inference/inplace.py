@@ -7,14 +7,14 @@ back to a new tensor when the sum would not fit the operand (broadcasting, dtype
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any
 
 from torch import Tensor
 
 from .. import ops
+from ..layers.checks import OctaveTensor
 from .epilogue import add_, residual_fits
 
-OctaveTensor = Tuple[Tensor, Tensor]
 
 
 def add_into(a: Tensor, b: Any) -> Tensor:

@@ -119,8 +119,8 @@ def fold_batchnorms(model: nn.Module, graph: fx.Graph) -> List[Tuple[str, str]]:
             new_conv = fold_conv_batchnorm(conv, bn)
         else:
             new_conv = fold_octconv_batchnorm(conv, bn)
-        _set_submodule(model, conv_name, new_conv)
-        _set_submodule(model, bn_name, nn.Identity())
+        model.set_submodule(conv_name, new_conv)
+        model.set_submodule(bn_name, nn.Identity())
         folded.append((conv_name, bn_name))
     return folded
 
@@ -202,11 +202,6 @@ def _replace_modules(model: nn.Module, replacement) -> None:
             setattr(model, name, new)
         else:
             _replace_modules(child, replacement)
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def _drop_identity_calls(model: fx.GraphModule) -> None:

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from .channels import ChannelSplit
 from .checks import octave_input, plain_input
+from .checks import OctaveTensor
 from .resample import downsample, upsample_to
 
-OctaveTensor = Tuple[Tensor, Tensor]
 
 
 class Branchwise(nn.Module):

@@ -17,6 +17,16 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
 
 
+def is_octave(value: Any) -> bool:
+    """A pair of tensors ``(high, low)``."""
+    return isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Tensor) for v in value)
+
+
+def branch_of(value: Any, index: int) -> Any:
+    """Branch ``index`` (0 high, 1 low) of an octave value; anything else goes to both branches as it is."""
+    return value[index] if is_octave(value) else value
+
+
 def octave_input(x: Any, where: str, channels: Optional[Tuple[int, int]] = None) -> OctaveTensor:
     """``x`` as ``(high, low)``, checked; ``channels`` is the expected ``(high, low)`` channel count."""
     if not isinstance(x, (tuple, list)) or len(x) != 2 or not all(isinstance(v, Tensor) for v in x):

@@ -48,9 +48,9 @@ from torch import Tensor, nn
 
 from .channels import AlphaLike, ChannelSplit, as_split, half_size, parse_alpha
 from .checks import octave_input, plain_input
+from .checks import OctaveTensor
 from .resample import downsample, upsample_to
 
-OctaveTensor = Tuple[Tensor, Tensor]
 PATH_NAMES = ("h2h", "h2l", "l2h", "l2l")
 POOLINGS_PER_STRIDE = {1: 0, 2: 1, 4: 2}
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}

@@ -23,7 +23,7 @@ per dimension); the rules that get it there:
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from .branchwise import _register_inverse_order
 from .channels import ChannelSplit, half_size
+from .checks import OctaveTensor, octave_input
 from .octconv import _pair
 
-OctaveTensor = Tuple[Tensor, Tensor]
 Pool = Union[nn.MaxPool2d, nn.AvgPool2d]
 SIZE_CHECK_LIMIT = 1024
 NEAREST_MODES = ("nearest", "nearest-exact")
@@ -101,7 +101,7 @@ class OctPool2d(nn.Module):
         self.low_pool.ceil_mode = True
 
     def forward(self, x: OctaveTensor) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, f"OctPool2d({type(self.pool).__name__})")
         high = self.pool(high)
         return high, _crop(self.low_pool(low), half_size(high.shape[-2:]))
 
@@ -128,7 +128,7 @@ class OctInterpolate(nn.Module):
         self.mode = mode
 
     def forward(self, x: OctaveTensor, size: Optional[Sequence[int]] = None) -> OctaveTensor:
-        high, low = x
+        high, low = octave_input(x, "OctInterpolate")
         size = self.size if size is None else _pair(size)
         resized = F.interpolate(high, size=size, scale_factor=None if size else self.scale_factor, mode=self.mode)
         target = half_size(resized.shape[-2:])
@@ -158,7 +158,7 @@ class OctGlobalMaxPool(nn.Module):
         _register_inverse_order(self, split)
 
     def forward(self, x: OctaveTensor) -> Tensor:
-        high, low = x
+        high, low = octave_input(x, "OctGlobalMaxPool", (self.split.n_high, self.split.n_low))
         pooled = torch.cat([high.amax((2, 3), keepdim=self.keepdim), low.amax((2, 3), keepdim=self.keepdim)], 1)
         if self.split.is_trailing:
             return pooled

@@ -1,15 +1,15 @@
 """Picking channels of an octave tensor: slices, chunks and channel shuffles, branch by branch."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from .channels import ChannelSplit
+from .checks import OctaveTensor, octave_input
 from .resample import upsample_to
 
-OctaveTensor = Tuple[Tensor, Tensor]
 
 
 def selected_split(split: ChannelSplit, index: Sequence[int]) -> ChannelSplit:
@@ -42,7 +42,7 @@ class OctSelect(nn.Module):
             self.register_buffer("low_index", torch.tensor(low), persistent=False)
 
     def forward(self, x: OctaveTensor) -> Union[OctaveTensor, Tensor]:
-        high, low = x
+        high, low = octave_input(x, "OctSelect", (self.split.n_high, self.split.n_low))
         if not self.out_split.n_low:
             return self._pick(high, self.high_pick, "high_index")
         picked_low = self._pick(low, self.low_pick, "low_index")

@@ -21,13 +21,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from torch import fx, nn
 
+from ..capture.facts import ConvFacts, channels, conv_facts, conv_name, feature_args, feature_shape, is_feature_map, spatial
 from ..layers.channels import ChannelSplit, low_channel_count
 from ..layers.select import selected_split
 from ..notes import Note
 from ..rules import registry
 from ..rules.concat import parts_and_dim
 from ..rules.registry import BOUNDARY, CAT, CHANNELS, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
-from .facts import ConvFacts, channels, conv_facts, conv_name, feature_args, feature_shape, is_feature_map, spatial
 from .schedule import Schedule
 
 Split = Optional[ChannelSplit]

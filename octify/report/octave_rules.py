@@ -24,6 +24,7 @@ from ..layers import (Branchwise, ChannelSplitter, OctBatchNorm2d, OctBatchNormF
                       OctConvTranspose2d, OctGlobalAvgPool, OctGlobalMaxPool, OctGroupNormFunction, OctMerge,
                       OctPReLUFunction, OctSelect, OctSplit, PerBranch)
 from ..layers.channels import half_size
+from ..layers.checks import branch_of
 from ..layers.octconv import OctaveConvBase
 from .rules import OpCall, find_rule, register_rule, zero_macs
 
@@ -33,12 +34,6 @@ def _branches(value: Any) -> Tuple[Tensor, Optional[Tensor]]:
     if isinstance(value, (tuple, list)):
         return value[0], value[1]
     return value, None
-
-
-def _branch(value: Any, index: int) -> Any:
-    """Branch ``index`` of an octave value; anything else goes to both branches as it is."""
-    is_octave = isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, Tensor) for v in value)
-    return value[index] if is_octave else value
 
 
 @register_rule(OctaveConvBase)
@@ -55,29 +50,29 @@ def octconv_macs(call: OpCall) -> int:
     return total
 
 
-def _per_branch(target: Any, call: OpCall, first_arg: int) -> int:
+def _perbranch_of(target: Any, call: OpCall, first_arg: int) -> int:
     """``target``'s rule applied to each branch of ``call`` (arguments from ``first_arg`` on)."""
     rule = find_rule(target)
     if rule is None:
         return 0
-    return sum(rule.macs(OpCall(target, tuple(_branch(a, i) for a in call.args[first_arg:]),
-                                {k: _branch(v, i) for k, v in call.kwargs.items()}, call.output[i]))
+    return sum(rule.macs(OpCall(target, tuple(branch_of(a, i) for a in call.args[first_arg:]),
+                                {k: branch_of(v, i) for k, v in call.kwargs.items()}, call.output[i]))
                for i in (0, 1))
 
 
 @register_rule(Branchwise)
 def branchwise_module_macs(call: OpCall) -> int:
-    return _per_branch(call.target.module, call, 0)
+    return _perbranch_of(call.target.module, call, 0)
 
 
 @register_rule(ops.branchwise)
 def branchwise_function_macs(call: OpCall) -> int:
-    return _per_branch(_named_function(call.args[0]), call, 1)
+    return _perbranch_of(_named_function(call.args[0]), call, 1)
 
 
 @register_rule(ops.branchwise_method)
 def branchwise_method_macs(call: OpCall) -> int:
-    return _per_branch(getattr(torch.Tensor, call.args[0], None), call, 1)
+    return _perbranch_of(getattr(torch.Tensor, call.args[0], None), call, 1)
 
 
 def _named_function(qualified_name: str) -> Callable[..., Any]:
@@ -92,7 +87,7 @@ def per_branch_macs(call: OpCall) -> int:
     for index, module in enumerate((call.target.high, call.target.low)):
         rule = find_rule(module)
         if rule is not None:
-            total += rule.macs(OpCall(module, (_branch(call.args[0], index),), {}, call.output[index]))
+            total += rule.macs(OpCall(module, (branch_of(call.args[0], index),), {}, call.output[index]))
     return total
 
 

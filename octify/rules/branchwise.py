@@ -17,9 +17,9 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
+from ..capture.facts import broadcasts_to_both, feature_args, feature_shape
 from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
-from ..plan.facts import broadcasts_to_both, feature_args, feature_shape
-from .registry import PER_BRANCH, Rule, register, register_fallback
+from .registry import PER_BRANCH, Rule, register, register_fallback, when_octave
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
@@ -71,11 +71,9 @@ def check_per_branch_call(node: fx.Node, modules: Dict[str, nn.Module]) -> Optio
     return None
 
 
+@when_octave
 def rewrite_branch_module(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     source = ctx.value(_first_input(node), split, node)
     module = ctx.module(node)
     if getattr(module, "inplace", False) and ctx.is_split(source):
@@ -90,31 +88,27 @@ def _copy_without_inplace(module: nn.Module) -> nn.Module:
     return clone
 
 
-def _replace_module(node: fx.Node, ctx: "RewriteContext",
-                    make: Callable[[nn.Module, ChannelSplit], nn.Module]) -> None:
-    """Emit ``make(module, split)`` under the module's own name where the node is octave."""
+def emit_replacement(node: fx.Node, ctx: "RewriteContext", module: nn.Module) -> None:
+    """Emit ``module`` in place of an octave node's module, under its name, on its input in the node's split."""
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
-    name = ctx.add_module(str(node.target), make(ctx.module(node), split))
+    name = ctx.add_module(str(node.target), module)
     ctx.emit(node, "call_module", name, (ctx.value(_first_input(node), split, node),), {}, split)
 
 
+@when_octave
 def rewrite_batchnorm(node: fx.Node, ctx: "RewriteContext") -> None:
-    _replace_module(node, ctx, OctBatchNorm2d.from_bn)
+    emit_replacement(node, ctx, OctBatchNorm2d.from_bn(ctx.module(node), ctx.plan.layout(node)))
 
 
+@when_octave
 def rewrite_stochastic_depth(node: fx.Node, ctx: "RewriteContext") -> None:
-    _replace_module(node, ctx, lambda original, split: OctStochasticDepth(original.p, original.mode)
-                    .train(original.training))
+    original = ctx.module(node)
+    emit_replacement(node, ctx, OctStochasticDepth(original.p, original.mode).train(original.training))
 
 
+@when_octave
 def rewrite_branch_function(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     source = ctx.value(node.args[0], split, node)
     kwargs = dict(node.kwargs)
     if kwargs.get("inplace") and ctx.is_split(source):
@@ -123,11 +117,9 @@ def rewrite_branch_function(node: fx.Node, ctx: "RewriteContext") -> None:
     ctx.emit(node, "call_function", ops.branchwise, (_get_qualified_name(node.target), source) + rest, kwargs, split)
 
 
+@when_octave
 def rewrite_branch_method(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     name = node.target
     source = ctx.value(node.args[0], split, node)
     if name.endswith("_") and ctx.is_split(source):

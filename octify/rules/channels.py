@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 import torch
 from torch import fx, nn
 
+from ..capture.facts import feature_shape, is_feature_map, value_of
 from ..layers.select import OctSelect
 from ..notes import Note
-from ..plan.facts import feature_shape, is_feature_map, value_of
 from .registry import CHANNELS, Rule, register
 
 if TYPE_CHECKING:

@@ -22,13 +22,13 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
+from ..capture.facts import feature_shape, value_of
 from ..layers import ChannelSplit, OctConv2d
 from ..layers.channels_last import (TO_CHANNELS_FIRST, TO_CHANNELS_LAST, ChannelLayerNorm, ChannelsLast,
                                     OctChannelLayerNorm, PointwiseLinear)
-from ..plan.facts import feature_shape, value_of
-from .branchwise import (ACTIVATION_FUNCTIONS, ACTIVATIONS, _replace_module, rewrite_branch_function,
+from .branchwise import (ACTIVATION_FUNCTIONS, ACTIVATIONS, emit_replacement, rewrite_branch_function,
                          rewrite_branch_module)
-from .registry import CONV, PER_BRANCH, Rule, register
+from .registry import CONV, PER_BRANCH, Rule, register, when_octave
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
@@ -194,8 +194,9 @@ def rewrite_pointwise(node: fx.Node, ctx: "RewriteContext") -> None:
     ctx.emit(node, "call_module", name, (ctx.value(node.args[0], in_split, node),), {}, out_split)
 
 
+@when_octave
 def rewrite_channel_norm(node: fx.Node, ctx: "RewriteContext") -> None:
-    _replace_module(node, ctx, OctChannelLayerNorm)
+    emit_replacement(node, ctx, OctChannelLayerNorm(ctx.module(node), ctx.plan.layout(node)))
 
 
 register(Rule(CONV, rewrite_pointwise, check_pointwise), PointwiseLinear)

@@ -7,8 +7,8 @@ import torch
 from torch import fx, nn
 
 from .. import ops
-from ..plan.facts import feature_shape, spatial
-from .registry import CAT, Rule, register
+from ..capture.facts import feature_shape, spatial
+from .registry import CAT, Rule, register, when_octave
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
@@ -32,11 +32,9 @@ def check_concat(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
     return None
 
 
+@when_octave
 def rewrite_concat(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     parts, _ = parts_and_dim(node)
     new_parts = [ctx.value(p, ctx.plan.layout(p), node) for p in parts]
     ctx.emit(node, "call_function", ops.cat, (new_parts,), {"dim": 1}, split)

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..capture.facts import (CONV_ARGS, CONV_DEFAULTS, ConvFacts, call_args, channels, conv_facts, conv_name,
+                          feature_args, feature_shape)
 from ..layers import ChannelSplit, FunctionalOctConv2d, OctConv2d
 from ..layers.octconv import geometry_problem
-from ..plan.facts import (CONV_ARGS, CONV_DEFAULTS, ConvFacts, call_args, channels, conv_facts, conv_name,
-                          feature_args, feature_shape)
 from .registry import CONV, Rule, register
 
 if TYPE_CHECKING:

@@ -8,9 +8,9 @@ import torch
 from torch import fx, nn
 
 from .. import ops
+from ..capture.facts import broadcasts_to_both, feature_shape, is_per_channel, value_of
 from ..layers import ChannelSplitter
-from ..plan.facts import broadcasts_to_both, feature_shape, is_per_channel, value_of
-from .registry import ELEMENTWISE, Rule, register
+from .registry import ELEMENTWISE, Rule, register, when_octave
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
@@ -43,11 +43,9 @@ def check_elementwise(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[
     return None
 
 
+@when_octave
 def rewrite_elementwise(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     out = feature_shape(node)
     operands = []
     for arg in node.args:

@@ -30,11 +30,12 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
+from ..capture.facts import channels, feature_shape, value_of
 from ..layers import (Branchwise, ChannelSplit, OctBatchNormFunction, OctGroupNormFunction, OctPReLUFunction,
                       OctStochasticDepth, PerBranch)
 from ..notes import Note
-from ..plan.facts import channels, feature_shape, value_of
-from .registry import BOUNDARY, PER_BRANCH, Rule, register
+from .branchwise import emit_replacement
+from .registry import BOUNDARY, PER_BRANCH, Rule, register, when_octave
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
@@ -78,11 +79,9 @@ def check_norm_function(node: fx.Node, modules: Dict[str, nn.Module]) -> Optiona
                                   ("running_mean", "running_var", "weight", "bias"))
 
 
+@when_octave
 def rewrite_norm_function(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     arguments = _bind(inspect.signature(node.target), node)
     function = NORM_FUNCTIONS[node.target]
     name = ctx.shared_module((function, split), lambda: OctBatchNormFunction(split, function), function)
@@ -118,11 +117,9 @@ def check_group_norm_function(node: fx.Node, modules: Dict[str, nn.Module]) -> O
     return reason
 
 
+@when_octave
 def rewrite_group_norm_function(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     arguments = _bind(GROUP_NORM_SIGNATURE, node)
     groups = arguments["num_groups"]
     cut = group_cut(split, groups)
@@ -136,34 +133,24 @@ def rewrite_group_norm_function(node: fx.Node, ctx: "RewriteContext") -> None:
     ctx.emit(node, "call_module", name, (ctx.value(arguments["input"], split, node), *rest), {}, split)
 
 
-def _replace_per_branch(node: fx.Node, ctx: "RewriteContext", module: nn.Module) -> None:
-    split = ctx.plan.layout(node)
-    name = ctx.add_module(str(node.target), module)
-    ctx.emit(node, "call_module", name, (ctx.value(node.args[0], split, node),), {}, split)
-
-
+@when_octave
 def rewrite_group_norm(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     norm: nn.GroupNorm = ctx.module(node)
     cut = group_cut(split, norm.num_groups)
     if cut:
         _keep_plain(node, ctx, f"{node.target}: {cut}")
         return
     size = norm.num_channels // norm.num_groups
-    _replace_per_branch(node, ctx, PerBranch.sliced(norm, split, lambda n: nn.GroupNorm(
+    emit_replacement(node, ctx, PerBranch.sliced(norm, split, lambda n: nn.GroupNorm(
         n // size, n, norm.eps, norm.affine)))
 
 
+@when_octave
 def rewrite_instance_norm(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     norm: nn.InstanceNorm2d = ctx.module(node)
-    _replace_per_branch(node, ctx, PerBranch.sliced(norm, split, lambda n: nn.InstanceNorm2d(
+    emit_replacement(node, ctx, PerBranch.sliced(norm, split, lambda n: nn.InstanceNorm2d(
         n, norm.eps, norm.momentum, norm.affine, norm.track_running_stats)))
 
 
@@ -171,17 +158,15 @@ def check_feature_map(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[
     return None if feature_shape(node.args[0] if node.args else None) is not None else "not applied to a 4-d feature map"
 
 
+@when_octave
 def rewrite_prelu(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     prelu: nn.PReLU = ctx.module(node)
     if prelu.num_parameters == 1:
         module = Branchwise(prelu)
     else:
         module = PerBranch.sliced(prelu, split, lambda n: nn.PReLU(n))
-    _replace_per_branch(node, ctx, module)
+    emit_replacement(node, ctx, module)
 
 
 def check_prelu_function(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
@@ -192,11 +177,9 @@ def check_prelu_function(node: fx.Node, modules: Dict[str, nn.Module]) -> Option
     return _check_channel_tensors(node, arguments, ("weight",))
 
 
+@when_octave
 def rewrite_prelu_function(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     arguments = _bind(PRELU_SIGNATURE, node)
     source, weight = ctx.value(arguments["input"], split, node), ctx.value(arguments["weight"], None, node)
     if value_of(arguments["weight"]).numel() == 1:
@@ -223,12 +206,10 @@ register(Rule(PER_BRANCH, rewrite_prelu_function, check_prelu_function), F.prelu
 register(Rule(BOUNDARY, copy_plain, channel_mixing), nn.LayerNorm, F.layer_norm)
 
 
+@when_octave
 def rewrite_norm_act(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
-    _replace_per_branch(node, ctx, PerBranch.copied(ctx.module(node), split))
+    emit_replacement(node, ctx, PerBranch.copied(ctx.module(node), split))
 
 
 def check_drop_path(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
@@ -237,13 +218,10 @@ def check_drop_path(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[st
     return check_feature_map(node, modules)
 
 
+@when_octave
 def rewrite_drop_path(node: fx.Node, ctx: "RewriteContext") -> None:
-    split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     drop = ctx.module(node)
-    _replace_per_branch(node, ctx, OctStochasticDepth(drop.drop_prob, "row").train(drop.training))
+    emit_replacement(node, ctx, OctStochasticDepth(drop.drop_prob, "row").train(drop.training))
 
 
 def _register_timm() -> None:

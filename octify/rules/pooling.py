@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..capture.facts import feature_shape, is_feature_map, node_args, spatial
 from ..layers.pooling import (NEAREST_MODES, OctInterpolate, OctPool2d, Pool, is_whole_enlargement,
                               pool_size_problem)
-from ..plan.facts import feature_shape, is_feature_map, node_args, spatial
-from .registry import PER_BRANCH, Rule, register
+from .registry import PER_BRANCH, Rule, register, when_octave
 
 if TYPE_CHECKING:
     from ..rewrite.context import RewriteContext
@@ -61,11 +61,9 @@ def check_pooling(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]
     return pool_size_problem(pool)
 
 
+@when_octave
 def rewrite_pooling(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     if node.op == "call_module":
         pool = ctx.module(node)
         name = ctx.shared_module(("pool", id(pool)), lambda: OctPool2d(pool), str(node.target))
@@ -110,11 +108,9 @@ def check_resize(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
             "so no per-branch rule is exact")
 
 
+@when_octave
 def rewrite_resize(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    if split is None:
-        ctx.copy(node)
-        return
     arguments = _resize_arguments(node, ctx.old_modules)
     source = ctx.value(arguments["input"], split, node)
     if node.op == "call_module":

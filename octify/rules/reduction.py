@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .. import ops
+from ..capture.facts import feature_shape
 from ..layers import OctGlobalAvgPool, OctGlobalMaxPool
-from ..plan.facts import feature_shape
 from .registry import GLOBAL_POOL, SHAPE, Rule, register
 
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ go through the registered fallbacks (:func:`register_fallback`).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
@@ -121,6 +122,20 @@ def _changed_computation(module: nn.Module, base: type) -> Optional[str]:
             if isinstance(value, property) or hasattr(base, name):
                 return f"redefines {name} of {base.__qualname__}"
     return None
+
+
+RewriteFunction = Callable[[fx.Node, "RewriteContext"], None]
+
+
+def when_octave(rewrite: RewriteFunction) -> RewriteFunction:
+    """Decorate a rewrite function that handles octave nodes: a node the plan keeps plain is copied as it is."""
+    @functools.wraps(rewrite)
+    def rewrite_if_octave(node: fx.Node, ctx: "RewriteContext") -> None:
+        if ctx.plan.layout(node) is None:
+            ctx.copy(node)
+        else:
+            rewrite(node, ctx)
+    return rewrite_if_octave
 
 
 def describe(node: fx.Node) -> str:

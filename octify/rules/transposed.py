@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING, Dict, Optional
 
 from torch import fx, nn
 
+from ..capture.facts import feature_args, feature_shape
 from ..layers import ChannelSplit, OctConvTranspose2d
 from ..layers.octconv_transpose import transposed_geometry_problem
-from ..plan.facts import feature_args, feature_shape
 from .registry import CONV, Rule, register
 
 if TYPE_CHECKING:
