@@ -298,12 +298,9 @@ class ChannelSplitter(nn.Module):
         return f"{self.split!r}, channel_dim={self.channel_dim}"
 
 
-class OctGlobalAvgPool(nn.Module):
-    """Global average pooling of an octave tensor to a plain ``[N, C, 1, 1]`` (or ``[N, C]``).
-
-    Equal to pooling the merged tensor: at odd sizes the low branch is weighted as its
-    up-sampled, cropped copy would be. Channels come back in their original order.
-    """
+class OctGlobalPool(nn.Module):
+    """Global pooling of an octave tensor to a plain ``[N, C, 1, 1]`` (or ``[N, C]``), equal to pooling the
+    merged tensor; channels come back in their original order. Subclasses pool each branch (:meth:`pool`)."""
 
     def __init__(self, split: ChannelSplit, keepdim: bool = True) -> None:
         super().__init__()
@@ -311,18 +308,29 @@ class OctGlobalAvgPool(nn.Module):
         self.keepdim = keepdim
         _register_inverse_order(self, split)
 
+    def pool(self, high: Tensor, low: Tensor) -> Tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
     def forward(self, x: OctaveTensor) -> Tensor:
-        high, low = octave_input(x, "OctGlobalAvgPool", (self.split.n_high, self.split.n_low))
-        size = high.shape[-2:]
-        if size[0] % 2 or size[1] % 2:
-            low = upsample_to(low, size)
-        pooled = torch.cat([high.mean((2, 3), keepdim=self.keepdim), low.mean((2, 3), keepdim=self.keepdim)], 1)
+        high, low = octave_input(x, type(self).__name__, (self.split.n_high, self.split.n_low))
+        pooled = torch.cat(self.pool(high, low), 1)
         if self.split.is_trailing:
             return pooled
         return pooled.index_select(1, self.inverse_order)
 
     def extra_repr(self) -> str:
         return f"{self.split!r}, keepdim={self.keepdim}"
+
+
+class OctGlobalAvgPool(OctGlobalPool):
+    """Global average pooling of an octave tensor: at odd sizes the low branch is weighted as its
+    up-sampled, cropped copy would be."""
+
+    def pool(self, high: Tensor, low: Tensor) -> Tuple[Tensor, Tensor]:
+        size = high.shape[-2:]
+        if size[0] % 2 or size[1] % 2:
+            low = upsample_to(low, size)
+        return high.mean((2, 3), keepdim=self.keepdim), low.mean((2, 3), keepdim=self.keepdim)
 
 
 class OctStochasticDepth(nn.Module):

@@ -23,14 +23,13 @@ per dimension); the rules that get it there:
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .branchwise import _register_inverse_order
-from .channels import ChannelSplit, half_size
+from .branchwise import OctGlobalPool
+from .channels import half_size
 from .checks import OctaveTensor, octave_input
 from .octconv import _pair
 
@@ -145,24 +144,11 @@ class OctInterpolate(nn.Module):
         return f"size given at each call, mode={self.mode!r}"
 
 
-class OctGlobalMaxPool(nn.Module):
+class OctGlobalMaxPool(OctGlobalPool):
     """Global max pooling of an octave tensor to a plain ``[N, C, 1, 1]`` (or ``[N, C]``).
 
     Equal to pooling the merged tensor at any size; channels come back in their original order.
     """
 
-    def __init__(self, split: ChannelSplit, keepdim: bool = True) -> None:
-        super().__init__()
-        self.split = split
-        self.keepdim = keepdim
-        _register_inverse_order(self, split)
-
-    def forward(self, x: OctaveTensor) -> Tensor:
-        high, low = octave_input(x, "OctGlobalMaxPool", (self.split.n_high, self.split.n_low))
-        pooled = torch.cat([high.amax((2, 3), keepdim=self.keepdim), low.amax((2, 3), keepdim=self.keepdim)], 1)
-        if self.split.is_trailing:
-            return pooled
-        return pooled.index_select(1, self.inverse_order)
-
-    def extra_repr(self) -> str:
-        return f"{self.split!r}, keepdim={self.keepdim}"
+    def pool(self, high: Tensor, low: Tensor) -> Tuple[Tensor, Tensor]:
+        return high.amax((2, 3), keepdim=self.keepdim), low.amax((2, 3), keepdim=self.keepdim)
