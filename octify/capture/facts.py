@@ -2,6 +2,7 @@
 facts of convolution nodes."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -77,6 +78,16 @@ class ConvFacts:
 
 CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+
+
+def bound_arguments(signature: inspect.Signature, node: fx.Node) -> Optional[Dict[str, Any]]:
+    """A call node's arguments bound to ``signature`` by name, defaults filled in; None if they do not bind."""
+    try:
+        bound = signature.bind(*node.args, **node.kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def call_args(node: fx.Node, names: Sequence[str], defaults: Dict[str, Any]) -> Dict[str, Any]:

@@ -164,13 +164,8 @@ class OctConvTranspose2d(nn.Module):
         return self.dilation, self.padding
 
     # -- introspection ------------------------------------------------------------------------
-    @property
-    def alpha_in(self) -> float:
-        return self.low_in / self.in_channels
-
-    @property
-    def alpha_out(self) -> float:
-        return self.low_out / self.out_channels
+    alpha_in = OctaveConvBase.alpha_in
+    alpha_out = OctaveConvBase.alpha_out
 
     def path_convs(self) -> Iterator[Tuple[Path, nn.ConvTranspose2d]]:
         """Each path with its transposed convolution, in h2h, h2l, l2h, l2l order."""

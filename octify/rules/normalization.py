@@ -30,7 +30,7 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
 from .. import ops
-from ..capture.facts import channels, feature_shape, value_of
+from ..capture.facts import bound_arguments, channels, feature_shape, value_of
 from ..layers import (Branchwise, ChannelSplit, OctBatchNormFunction, OctGroupNormFunction, OctPReLUFunction,
                       OctStochasticDepth, PerBranch)
 from ..notes import Note
@@ -45,15 +45,6 @@ GROUP_NORM_SIGNATURE = inspect.signature(F.group_norm)
 PRELU_SIGNATURE = inspect.Signature.from_callable(lambda input, weight: 0)
 CHANNEL_MIXING = ("normalizes each position over all its channels (and the map), so high and low channels mix; "
                   "it needs a plain tensor")
-
-
-def _bind(signature: inspect.Signature, node: fx.Node) -> Optional[Dict[str, Any]]:
-    try:
-        bound = signature.bind(*node.args, **node.kwargs)
-    except TypeError:
-        return None
-    bound.apply_defaults()
-    return dict(bound.arguments)
 
 
 def _check_channel_tensors(node: fx.Node, arguments: Optional[Dict[str, Any]], names: tuple) -> Optional[str]:
@@ -75,14 +66,14 @@ def _check_channel_tensors(node: fx.Node, arguments: Optional[Dict[str, Any]], n
 
 
 def check_norm_function(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
-    return _check_channel_tensors(node, _bind(inspect.signature(node.target), node),
+    return _check_channel_tensors(node, bound_arguments(inspect.signature(node.target), node),
                                   ("running_mean", "running_var", "weight", "bias"))
 
 
 @when_octave
 def rewrite_norm_function(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    arguments = _bind(inspect.signature(node.target), node)
+    arguments = bound_arguments(inspect.signature(node.target), node)
     function = NORM_FUNCTIONS[node.target]
     name = ctx.shared_module((function, split), lambda: OctBatchNormFunction(split, function), function)
     rest = ctx.values(tuple(arguments.values())[1:], None, node)
@@ -110,7 +101,7 @@ def _keep_plain(node: fx.Node, ctx: "RewriteContext", reason: str) -> None:
 
 
 def check_group_norm_function(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
-    arguments = _bind(GROUP_NORM_SIGNATURE, node)
+    arguments = bound_arguments(GROUP_NORM_SIGNATURE, node)
     reason = _check_channel_tensors(node, arguments, ("weight", "bias"))
     if reason is None and not isinstance(arguments["num_groups"], int):
         return "its number of groups is computed in the graph"
@@ -120,7 +111,7 @@ def check_group_norm_function(node: fx.Node, modules: Dict[str, nn.Module]) -> O
 @when_octave
 def rewrite_group_norm_function(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    arguments = _bind(GROUP_NORM_SIGNATURE, node)
+    arguments = bound_arguments(GROUP_NORM_SIGNATURE, node)
     groups = arguments["num_groups"]
     cut = group_cut(split, groups)
     if cut:
@@ -170,7 +161,7 @@ def rewrite_prelu(node: fx.Node, ctx: "RewriteContext") -> None:
 
 
 def check_prelu_function(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
-    arguments = _bind(PRELU_SIGNATURE, node)
+    arguments = bound_arguments(PRELU_SIGNATURE, node)
     if arguments is not None and isinstance(value_of(arguments["weight"]), torch.Tensor) and \
             value_of(arguments["weight"]).numel() == 1:
         return _check_channel_tensors(node, arguments, ())
@@ -180,7 +171,7 @@ def check_prelu_function(node: fx.Node, modules: Dict[str, nn.Module]) -> Option
 @when_octave
 def rewrite_prelu_function(node: fx.Node, ctx: "RewriteContext") -> None:
     split = ctx.plan.layout(node)
-    arguments = _bind(PRELU_SIGNATURE, node)
+    arguments = bound_arguments(PRELU_SIGNATURE, node)
     source, weight = ctx.value(arguments["input"], split, node), ctx.value(arguments["weight"], None, node)
     if value_of(arguments["weight"]).numel() == 1:
         ctx.emit(node, "call_function", ops.branchwise, (_get_qualified_name(node.target), source, weight), {}, split)

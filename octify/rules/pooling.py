@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..capture.facts import feature_shape, is_feature_map, node_args, spatial
+from ..capture.facts import bound_arguments, feature_shape, is_feature_map, node_args, spatial
 from ..layers.pooling import (NEAREST_MODES, OctInterpolate, OctPool2d, Pool, is_whole_enlargement,
                               pool_size_problem)
 from .registry import PER_BRANCH, Rule, register, when_octave
@@ -78,12 +78,7 @@ def _resize_arguments(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[
         module = modules[node.target]
         return {"input": node.args[0] if node.args else None, "size": module.size,
                 "scale_factor": module.scale_factor, "mode": module.mode, "antialias": False}
-    try:
-        bound = INTERPOLATE_SIGNATURE.bind(*node.args, **node.kwargs)
-    except TypeError:
-        return None
-    bound.apply_defaults()
-    return dict(bound.arguments)
+    return bound_arguments(INTERPOLATE_SIGNATURE, node)
 
 
 def check_resize(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
