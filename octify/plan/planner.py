@@ -11,13 +11,16 @@
    keeps the class plain (stem, small maps, nothing downstream that can use two branches).
 4. Each convolution reads its input class's split and writes its output class's split.
 
-The planner only reads shapes; it never looks at tensor values.
+The planner only reads shapes; it never looks at tensor values. Given per-node channel
+scores (``channel_scores``, computed from data elsewhere: lower means the channel loses less
+at half resolution), a class that takes the schedule's alpha makes its lowest-scoring channels
+low instead of the last ones, with the same counts.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import fx, nn
 
@@ -86,8 +89,9 @@ class Planner:
     """Builds a :class:`Plan` for a captured GraphModule (see the module docstring)."""
 
     def __init__(self, module: fx.GraphModule, schedule: Schedule, min_size: int = 8,
-                 plain_stem: bool = True) -> None:
+                 plain_stem: bool = True, channel_scores: Optional[Mapping[str, Sequence[float]]] = None) -> None:
         self.module, self.schedule = module, schedule
+        self.channel_scores = dict(channel_scores or {})
         self.min_size, self.plain_stem = min_size, plain_stem
         self.modules = dict(module.named_modules())
         self.nodes = list(module.graph.nodes)
@@ -211,23 +215,52 @@ class Planner:
                 self.notes.append(Note(conv_name(other), "schedule",
                                        f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
                                        f"is added to that of {conv_name(first)}, and both must split alike"))
-        return self._alpha_split(group, count, alpha, unit), None
+        return self._alpha_split(group, count, alpha, unit, conv_name(first)), None
 
-    def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int) -> ChannelSplit:
+    def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int, name: str) -> ChannelSplit:
         """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
-        (``torch.split`` / ``chunk`` / slices), so that every part keeps both branches."""
-        default = ChannelSplit.trailing(count, low_channel_count(count, alpha, unit))
+        (``torch.split`` / ``chunk`` / slices), so that every part keeps both branches; with channel scores,
+        the lowest-scoring channels of each part instead of the last ones (not for grouped convolutions,
+        which need their low channels last)."""
         members = set(group)
         cuts = {0, count}
         for source, index in self.selections.values():
             if source in members and index == tuple(range(index[0], index[0] + len(index))):
                 cuts |= {index[0], index[0] + len(index)}
         bounds = sorted(cuts)
-        parts = [ChannelSplit.trailing(end - start, low_channel_count(end - start, alpha))
-                 for start, end in zip(bounds, bounds[1:])]
-        if unit > 1 or len(parts) == 1 or any(not part.n_low or not part.n_high for part in parts):
-            return default
-        return ChannelSplit.concat(parts)
+        ranges = [(start, end, low_channel_count(end - start, alpha)) for start, end in zip(bounds, bounds[1:])]
+        if unit > 1 or len(ranges) == 1 or any(not n_low or n_low == end - start for start, end, n_low in ranges):
+            ranges = [(0, count, low_channel_count(count, alpha, unit))]
+        scores = self._class_scores(group, count) if unit == 1 else None
+        if scores is None:
+            return ChannelSplit.concat(ChannelSplit.trailing(end - start, n_low) for start, end, n_low in ranges)
+        low = [False] * count
+        for start, end, n_low in ranges:
+            for channel in sorted(range(start, end), key=lambda c: scores[c])[:n_low]:
+                low[channel] = True
+        split = ChannelSplit(tuple(low))
+        self.notes.append(self._choice_note(name, split, scores, ranges))
+        return split
+
+    def _class_scores(self, group: List[fx.Node], count: int) -> Optional[List[float]]:
+        """The mean channel scores of the class's feature maps that have them, or None if none has."""
+        rows = [self.channel_scores[node.name] for node in group
+                if node.name in self.channel_scores and len(self.channel_scores[node.name]) == count]
+        if not rows:
+            return None
+        return [sum(float(row[c]) for row in rows) / len(rows) for c in range(count)]
+
+    @staticmethod
+    def _choice_note(name: str, split: ChannelSplit, scores: List[float],
+                     ranges: List[Tuple[int, int, int]]) -> Note:
+        def mean(index: Sequence[int]) -> float:
+            return sum(scores[c] for c in index) / len(index)
+
+        fixed = [c for start, end, n_low in ranges for c in range(end - n_low, end)]
+        return Note(name, "channels", f"{split.n_low} of {split.channels} channels low, chosen from calibration "
+                    f"data: mean loss at half resolution {mean(split.low_index):.3g} for the low channels, "
+                    f"{mean(split.high_index):.3g} for the high ones ({mean(fixed):.3g} for the last ones, "
+                    f"the default)")
 
     def _small_maps(self, conv: fx.Node, smallest: fx.Node) -> str:
         (height, width), (least_h, least_w) = spatial(conv), spatial(smallest)
@@ -402,6 +435,10 @@ class Planner:
         return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes)
 
 
-def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True) -> Plan:
-    """Plan the conversion of a captured GraphModule (nodes must carry ``meta["val"]``)."""
-    return Planner(module, schedule, min_size, plain_stem).plan()
+def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True,
+              channel_scores: Optional[Mapping[str, Sequence[float]]] = None) -> Plan:
+    """Plan the conversion of a captured GraphModule (nodes must carry ``meta["val"]``).
+
+    ``channel_scores`` maps node names to one score per channel (lower goes low first).
+    """
+    return Planner(module, schedule, min_size, plain_stem, channel_scores).plan()
