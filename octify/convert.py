@@ -51,7 +51,7 @@ class Conversion:
 def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequence[int] = (1, 3, 224, 224),
             example_inputs: Optional[Sequence[torch.Tensor]] = None, leaf_modules: Iterable[LeafSpec] = (),
             min_size: int = 8, plain_stem: bool = True, auto_leaf: bool = True,
-            calibration_data: Optional[Data] = None) -> Conversion:
+            calibration_data: Optional[Data] = None, strided_high: bool = False) -> Conversion:
     """Convert ``model`` into an octave network; the model itself is never modified.
 
     A conversion that saves less than a tenth of what its alphas could save (the report's
@@ -72,6 +72,9 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
             the channels that lose the least at half resolution on this data, instead of the last
             ones (same counts; see :func:`octify.recovery.channels.channel_scores`). The choice is in
             the notes, kind ``"channels"``.
+        strided_high: strided octave convolutions keep the original strided convolution on the high
+            input as their high-to-high path, instead of the paper's average pooling then stride-1
+            convolution (same MACs; see :class:`octify.OctConv2d`).
     Raises:
         ValueError: a bad ``alpha`` or ``input_shape``.
         ConversionError: the model cannot be converted (names the module or node and why).
@@ -85,7 +88,8 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
     prepared = channels_first(captured.module)
     scores = channel_scores(prepared, calibration_data) if calibration_data is not None else None
-    plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem, channel_scores=scores)
+    plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem, channel_scores=scores,
+                     strided_high=strided_high)
     modules = dict(prepared.named_modules())
     conv_names = [conv_name(n) for n in prepared.graph.nodes
                   if (rule := find_rule(n, modules)) is not None and rule.category == CONV]

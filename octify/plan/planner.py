@@ -49,13 +49,15 @@ class _Why:
 
 @dataclass
 class Plan:
-    """The decisions: a split (or None for plain) per feature-map node, per-conv splits, and notes."""
+    """The decisions: a split (or None for plain) per feature-map node, per-conv splits, and notes;
+    ``strided_high``: strided octave convolutions keep the original strided convolution as their h2h path."""
 
     categories: Dict[fx.Node, str]
     layouts: Dict[fx.Node, Split]
     conv_splits: Dict[fx.Node, Tuple[Split, Split]]
     boundary_reasons: Dict[fx.Node, str]
     notes: List[Note] = field(default_factory=list)
+    strided_high: bool = False
 
     def layout(self, node: object) -> Split:
         return self.layouts.get(node) if isinstance(node, fx.Node) else None
@@ -89,8 +91,10 @@ class Planner:
     """Builds a :class:`Plan` for a captured GraphModule (see the module docstring)."""
 
     def __init__(self, module: fx.GraphModule, schedule: Schedule, min_size: int = 8,
-                 plain_stem: bool = True, channel_scores: Optional[Mapping[str, Sequence[float]]] = None) -> None:
+                 plain_stem: bool = True, channel_scores: Optional[Mapping[str, Sequence[float]]] = None,
+                 strided_high: bool = False) -> None:
         self.module, self.schedule = module, schedule
+        self.strided_high = strided_high
         self.channel_scores = dict(channel_scores or {})
         self.min_size, self.plain_stem = min_size, plain_stem
         self.modules = dict(module.named_modules())
@@ -432,13 +436,13 @@ class Planner:
         self._join()
         layouts, reasons = self._decide()
         conv_splits = self._conv_splits(layouts, reasons)
-        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes)
+        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes, self.strided_high)
 
 
 def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True,
-              channel_scores: Optional[Mapping[str, Sequence[float]]] = None) -> Plan:
+              channel_scores: Optional[Mapping[str, Sequence[float]]] = None, strided_high: bool = False) -> Plan:
     """Plan the conversion of a captured GraphModule (nodes must carry ``meta["val"]``).
 
     ``channel_scores`` maps node names to one score per channel (lower goes low first).
     """
-    return Planner(module, schedule, min_size, plain_stem, channel_scores).plan()
+    return Planner(module, schedule, min_size, plain_stem, channel_scores, strided_high).plan()
