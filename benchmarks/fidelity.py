@@ -5,7 +5,7 @@ time of each step:
 
 * ``fixed``: converted with the last alpha of each class's channels low (the default);
 * ``data``: converted with ``calibration_data`` (the channels that lose least at half resolution go low);
-* ``data, strided``: the same with ``strided_high=True`` (strided layers keep their strided high path);
+* ``data+strided``: the same with ``strided_high=True`` (strided layers keep their strided high path);
 * ``+ calibrated``: BatchNorm statistics re-estimated (``octify.calibrate``, where installed);
 * ``+ reconstructed``: each octave layer fitted to the original's outputs (``octify.reconstruct``);
 * ``+ distilled N``: N steps of ``octify.distill`` after reconstruction (where installed).
@@ -60,7 +60,7 @@ def _optional(name: str) -> Optional[Callable[..., object]]:
         return None
 
 
-CHOICES = {"fixed": (False, False), "data": (True, False), "data, strided": (True, True)}
+CHOICES = {"fixed": (False, False), "data": (True, False), "data+strided": (True, True)}
 
 
 def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, calibration: torch.Tensor,
