@@ -40,8 +40,7 @@ def calibrate(module: nn.Module, data: Data, *, batches: Optional[int] = None,
     target = module if inplace else copy.deepcopy(module)
     if device is not None:
         target.to(device)
-    norms = [m for m in target.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
-             and m.running_mean is not None]
+    norms = batch_norms(target)
     _warn_about_fixed_batch_norms(target)
     if not norms:
         warnings.warn(f"{type(module).__name__} has no BatchNorm with running statistics: nothing to calibrate",
@@ -64,6 +63,12 @@ def calibrate(module: nn.Module, data: Data, *, batches: Optional[int] = None,
     if not seen:
         raise ValueError("the data gave no batch to calibrate with")
     return target
+
+
+def batch_norms(module: nn.Module) -> List[_BatchNorm]:
+    """Every BatchNorm in ``module`` that keeps running statistics."""
+    return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
+            and m.running_mean is not None]
 
 
 def _batches(data: Data, limit: Optional[int], device: torch.device) -> Iterator[torch.Tensor]:

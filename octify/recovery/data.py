@@ -58,3 +58,19 @@ def _batch(item: Any, index: int) -> Batch:
     labels = rest[0] if rest and isinstance(rest[0], Tensor) and rest[0].ndim == 1 \
         and not rest[0].is_floating_point() and len(rest[0]) == len(inputs) else None
     return Batch(inputs, labels)
+
+
+def endless(data: Data, device: Optional[torch.device] = None) -> Iterator[Batch]:
+    """The batches of ``data`` over and over (a tensor is shuffled before each pass)."""
+    passes = 0
+    while True:
+        source = data[torch.randperm(len(data), device=data.device)] if isinstance(data, Tensor) and passes else data
+        count = 0
+        for batch in batches(source, None, device):
+            count += 1
+            yield batch
+        if not count:
+            raise ValueError("the data gave no batch" if not passes else
+                             "the data gave no batch on its second pass (an iterator is read once): pass a tensor, "
+                             "a list or a DataLoader")
+        passes += 1
