@@ -37,7 +37,7 @@ class DistillResult:
 def distill(converted: nn.Module, original: nn.Module, data: Data, steps: int = 200, *, lr: float = 1e-3,
             features: Features = "auto", device: Union[str, torch.device, None] = None, progress: bool = True,
             temperature: float = 1.0, feature_weight: float = 1.0, label_weight: float = 1.0,
-            optimizer: str = "adamw", weight_decay: float = 0.0, train_batch_norm: bool = False,
+            optimizer: str = "adamw", weight_decay: float = 0.0, train_batch_norm: bool = True,
             calibration_batches: int = 0) -> DistillResult:
     """Train ``converted`` (in place) to compute what ``original`` computes, on ``data``.
 
@@ -45,8 +45,9 @@ def distill(converted: nn.Module, original: nn.Module, data: Data, steps: int = 
     (outputs, feature maps at ``features``, and class labels when the batches carry them). With
     ``calibration_batches``, the BatchNorm statistics are first re-estimated (:func:`calibrate`) on that many
     batches: only worth it when the data comes from the distribution the original's statistics describe;
-    by default the student keeps the original's. The student trains in eval mode (dropout and drop path off)
-    with its BatchNorms frozen, unless ``train_batch_norm``; its modes are restored after. The learning rate follows a cosine from ``lr`` to 0.
+    by default the student starts from the original's. The student trains in eval mode (dropout and drop path
+    off) except its BatchNorms, which normalize with each batch's statistics and update their running ones,
+    unless ``train_batch_norm`` is False (frozen); its modes are restored after. The learning rate follows a cosine from ``lr`` to 0.
     On CUDA the forward passes run in bfloat16 autocast. ``original`` is never modified (it is copied when
     it lives on another device).
 

@@ -16,7 +16,7 @@ class Progress:
         self._bar: Any = None
         if enabled:
             try:
-                from tqdm.auto import tqdm
+                from tqdm import tqdm
             except ImportError:
                 return
             self._bar = tqdm(total=total, desc=description, file=self.stream, leave=False)
