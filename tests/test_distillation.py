@@ -171,3 +171,13 @@ def test_loss_under_distributed_data_parallel_averages_gradients_like_one_proces
     for name, gradient in expected.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name
         torch.testing.assert_close(ranks[0][name], gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_a_module_loaded_from_a_file_names_no_features(tmp_path):
+    teacher, student = teacher_and_student()
+    torch.save(student, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    with pytest.raises(ValueError, match="records no module names and splits .* pass features=None"):
+        octify.DistillationLoss(loaded, teacher)
+    with octify.DistillationLoss(loaded.eval(), teacher, features=None) as loss:
+        assert loss(torch.randn(2, 3, 16, 16)).item() > 0

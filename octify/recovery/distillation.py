@@ -5,7 +5,7 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import List, Union
 
 import torch
 from torch import nn

@@ -8,13 +8,13 @@ a tensor or an octave pair (whose split the rewrite recorded in ``node.meta["oct
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-import torch
 from torch import fx, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..layers import ChannelSplit
+from ..layers import ChannelSplit, OctSplit
+from ..layers.octconv import OctaveConvBase
 from ..rewrite.context import OCTAVE_SPLIT
 
 MAX_AUTOMATIC_FEATURES = 8
@@ -64,6 +64,10 @@ def resolve(student: fx.GraphModule, teacher: nn.Module, names: Union[str, Seque
     """
     if names is None:
         return {}
+    if _octave(student) and not any(OCTAVE_SPLIT in node.meta for node in student.graph.nodes):
+        raise ValueError("the converted network records no module names and splits (loaded from model.pt, or not "
+                         "made by octify.convert): convert the original again, or pass features=None to compare "
+                         "outputs only")
     outputs = module_outputs(student.graph)
     if isinstance(names, str) and names == "auto":
         names = automatic(teacher, outputs)
@@ -80,6 +84,11 @@ def resolve(student: fx.GraphModule, teacher: nn.Module, names: Union[str, Seque
                              f"leaf, or the student is not the original converted){_suggest(name, outputs)}")
         resolved[name] = outputs[name]
     return resolved
+
+
+def _octave(module: nn.Module) -> bool:
+    """Whether ``module`` makes octave tensors: it splits a plain tensor, or a convolution has low outputs."""
+    return any(isinstance(m, OctSplit) or (isinstance(m, OctaveConvBase) and m.low_out) for m in module.modules())
 
 
 def automatic(teacher: nn.Module, outputs: Dict[str, fx.Node]) -> List[str]:
@@ -132,18 +141,17 @@ def remove_taps(student: fx.GraphModule, taps: Iterable[FeatureTap]) -> None:
     student.recompile()
 
 
-def hook_outputs(module: nn.Module, names: Iterable[str]) -> Callable[[], Dict[str, Any]]:
-    """Forward hooks recording the last output of each named submodule; returns a function that gives the
-    recorded values and a ``remove`` attribute that takes the hooks off."""
-    values: Dict[str, Any] = {}
-    handles = [module.get_submodule(name).register_forward_hook(
-        lambda _, __, output, name=name: values.__setitem__(name, output)) for name in names]
+class OutputHooks:
+    """Forward hooks recording the last output of each named submodule of ``module`` in ``values``."""
 
-    def recorded() -> Dict[str, Any]:
-        return values
+    def __init__(self, module: nn.Module, names: Iterable[str]) -> None:
+        self.values: Dict[str, Any] = {}
+        self._handles = [module.get_submodule(name).register_forward_hook(
+            lambda _, __, output, name=name: self.values.__setitem__(name, output)) for name in names]
 
-    recorded.remove = lambda: [handle.remove() for handle in handles]  # type: ignore[attr-defined]
-    return recorded
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
 
 def graph_module_of(student: nn.Module) -> Optional[fx.GraphModule]:

@@ -10,7 +10,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..capture.capture import eval_mode
 from ..layers import OctMerge, OctSplit
-from .features import graph_module_of, hook_outputs, insert_taps, remove_taps, resolve
+from .features import OutputHooks, graph_module_of, insert_taps, remove_taps, resolve
 
 Features = Union[str, Sequence[str], None]
 
@@ -55,7 +55,7 @@ class DistillationLoss(nn.Module):
         self.temperature, self.feature_weight, self.label_weight = temperature, feature_weight, label_weight
         self._networks = (student, teacher)  # a tuple: not registered, so the loss holds no parameters
         self._taps = insert_taps(graph, nodes)
-        self._teacher_features = hook_outputs(teacher, self.features)
+        self._teacher_features = OutputHooks(teacher, self.features)
         self._projections: Dict[str, Tuple[OctSplit, OctMerge]] = {
             name: (OctSplit(tap.split), OctMerge(tap.split)) for name, tap in self._taps.items() if tap.split}
         self.last: Dict[str, Tensor] = {}
@@ -65,7 +65,7 @@ class DistillationLoss(nn.Module):
         inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
         with torch.no_grad(), eval_mode(teacher):
             expected = teacher(*inputs)
-        targets = dict(self._teacher_features())
+        targets = dict(self._teacher_features.values)
         produced = student(*inputs)
         self.last = {"output": self._output_loss(produced, expected)}
         total = self.last["output"]
@@ -110,7 +110,7 @@ class DistillationLoss(nn.Module):
         """Take the taps out of the student and the hooks off the teacher."""
         graph = graph_module_of(self._networks[0])
         remove_taps(graph, self._taps.values())
-        self._teacher_features.remove()  # type: ignore[attr-defined]
+        self._teacher_features.remove()
         self._taps = {}
 
     def __enter__(self) -> "DistillationLoss":
