@@ -3,10 +3,13 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import octify
 from octify.layers import OctBatchNorm2d
+from octify.layers.branchwise import PerBranch
+from timm.layers import BatchNormAct2d
 
 from test_convert_oracles import block_constant, randomize_batchnorm
 
@@ -14,14 +17,32 @@ from test_convert_oracles import block_constant, randomize_batchnorm
 class PointwiseBatchNormNet(nn.Module):
     """1x1 convolutions and BatchNorms only: exact at any alpha on 2x2-block-constant inputs."""
 
-    def __init__(self):
+    def __init__(self, norm=nn.BatchNorm2d):
         super().__init__()
-        self.layers = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.ReLU(),
-                                    nn.Conv2d(16, 24, 1), nn.BatchNorm2d(24), nn.ReLU(), nn.Dropout(0.5),
+        self.layers = nn.Sequential(nn.Conv2d(3, 16, 1), norm(16), nn.ReLU(),
+                                    nn.Conv2d(16, 24, 1), norm(24), nn.ReLU(), nn.Dropout(0.5),
                                     nn.Conv2d(24, 8, 1), nn.BatchNorm2d(8))
 
     def forward(self, x):
         return self.layers(x)
+
+
+class FunctionalBatchNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.register_buffer("mean", torch.zeros(8))
+        self.register_buffer("var", torch.ones(8))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(F.batch_norm(self.conv(x), self.mean, self.var, training=False))
+
+
+def per_branch_norms(module):
+    """``(high, low, split)`` for each octave BatchNorm: OctBatchNorm2d, or PerBranch copies of timm's."""
+    return [(m.bn_h, m.bn_l, m.split) if isinstance(m, OctBatchNorm2d) else (m.high, m.low, m.split)
+            for m in module.modules() if isinstance(m, (OctBatchNorm2d, PerBranch))]
 
 
 def batch_norms(module):
@@ -42,27 +63,36 @@ def test_alpha_zero_calibrates_exactly_like_the_original():
         assert torch.equal(calibrated.eval()(x), reference.eval()(x))
 
 
-def test_block_constant_inputs_calibrate_each_branch_like_the_original():
-    model = randomize_batchnorm(PointwiseBatchNormNet()).eval()
+@pytest.mark.parametrize("norm", [nn.BatchNorm2d, BatchNormAct2d], ids=["BatchNorm2d", "timm-BatchNormAct2d"])
+def test_block_constant_inputs_calibrate_each_branch_like_the_original(norm):
+    model = randomize_batchnorm(PointwiseBatchNormNet(norm)).eval()
     data = [block_constant(3, 12, 12, batch=4) for _ in range(3)]
     converted = octify.convert(model, 0.5, example_inputs=(data[0],), plain_stem=False, min_size=2).module
     calibrated, reference = octify.calibrate(converted, data), octify.calibrate(model, data)
-    octave = [m for m in calibrated.modules() if isinstance(m, OctBatchNorm2d)]
+    octave = per_branch_norms(calibrated)
     assert len(octave) == 2  # the last BatchNorm feeds the plain output
     # every pixel of the low branch stands for a 2x2 block: the same mean and biased variance, while
     # the unbiased running variance corrects by its own pixel count
     pixels = 4 * 12 * 12
     bessel_low = (pixels / 4 / (pixels / 4 - 1)) / (pixels / (pixels - 1))
-    for layer, original in zip(octave, batch_norms(reference)[:2]):
-        high, low = layer.split.high_index, layer.split.low_index
-        torch.testing.assert_close(layer.bn_h.running_mean, original.running_mean[list(high)])
-        torch.testing.assert_close(layer.bn_l.running_mean, original.running_mean[list(low)])
-        torch.testing.assert_close(layer.bn_h.running_var, original.running_var[list(high)])
-        torch.testing.assert_close(layer.bn_l.running_var, original.running_var[list(low)] * bessel_low)
+    for (high_norm, low_norm, split), original in zip(octave, batch_norms(reference)[:2]):
+        high, low = list(split.high_index), list(split.low_index)
+        assert high_norm.num_batches_tracked == low_norm.num_batches_tracked == 3
+        torch.testing.assert_close(high_norm.running_mean, original.running_mean[high])
+        torch.testing.assert_close(low_norm.running_mean, original.running_mean[low])
+        torch.testing.assert_close(high_norm.running_var, original.running_var[high])
+        torch.testing.assert_close(low_norm.running_var, original.running_var[low] * bessel_low)
     last, original_last = batch_norms(calibrated)[-1], batch_norms(reference)[-1]
     assert last.num_features == 8
     torch.testing.assert_close(last.running_mean, original_last.running_mean)
     torch.testing.assert_close(last.running_var, original_last.running_var)
+
+
+def test_functional_batch_norm_in_a_graph_warns_that_it_keeps_its_statistics():
+    model = FunctionalBatchNormNet().eval()
+    converted = octify.convert(model, 0.5, input_shape=(1, 3, 8, 8), plain_stem=False, min_size=2).module
+    with pytest.warns(UserWarning, match=r"1 functional batch_norm call\(s\) \(batch_norm\) keep their statistics"):
+        octify.calibrate(converted, torch.randn(4, 3, 8, 8))
 
 
 def test_input_is_unchanged_unless_inplace_and_modes_are_restored():
