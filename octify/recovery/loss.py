@@ -80,6 +80,9 @@ class DistillationLoss(nn.Module):
             self.last["labels"] = F.cross_entropy(logits.float(), labels)
             total = total + self.label_weight * self.last["labels"]
         self.last = {key: value.detach() for key, value in self.last.items()}
+        for tap in self._taps.values():  # the maps are in the autograd graph now; keep no reference
+            tap.value = None
+        self._teacher_features.values.clear()
         return total
 
     def _output_loss(self, produced: Any, expected: Any) -> Tensor:
@@ -104,6 +107,9 @@ class DistillationLoss(nn.Module):
         if name in self._projections:
             split, merge = (m.to(target.device) for m in self._projections[name])
             value, target = merge(value), merge(split(target))
+        if not isinstance(value, Tensor) or not isinstance(target, Tensor):
+            raise ValueError(f"feature {name!r} is not a feature map: its module returns a "
+                             f"{type(target).__name__}; name a module that returns a tensor")
         return relative_squared_error(value, target)
 
     def remove(self) -> None:
