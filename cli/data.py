@@ -42,8 +42,9 @@ def _read_tensor(path: Path, shape: Tuple[int, ...]) -> torch.Tensor:
     if not isinstance(data, torch.Tensor) or not data.is_floating_point() or data.ndim != 4 \
             or tuple(data.shape[1:]) != tuple(shape[1:]) or len(data) < 2:
         found = f"shape {tuple(data.shape)} ({data.dtype})" if isinstance(data, torch.Tensor) else type(data).__name__
-        raise UsageError(f"--calibrate {path}: expected a floating-point tensor of shape (N, {', '.join(map(str, shape[1:]))}) "
-                         f"with N >= 2, as --input-shape says; found {found}")
+        expected = ", ".join(map(str, shape[1:]))
+        raise UsageError(f"--calibrate {path}: expected a floating-point tensor of shape (N, {expected}) with N >= 2, "
+                         f"as --input-shape says; found {found}")
     return data
 
 

@@ -43,13 +43,13 @@ def distill(converted: nn.Module, original: nn.Module, data: Data, steps: int = 
 
     Each step runs both networks on one batch and takes an optimizer step on :class:`DistillationLoss`
     (outputs, feature maps at ``features``, and class labels when the batches carry them). With
-    ``calibration_batches``, the BatchNorm statistics are first re-estimated (:func:`calibrate`) on that many
-    batches: only worth it when the data comes from the distribution the original's statistics describe;
-    by default the student starts from the original's. The student trains in eval mode (dropout and drop path
-    off) except its BatchNorms, which normalize with each batch's statistics and update their running ones,
-    unless ``train_batch_norm`` is False (frozen); its modes are restored after. The learning rate follows a cosine from ``lr`` to 0.
-    On CUDA the forward passes run in bfloat16 autocast. ``original`` is never modified (it is copied when
-    it lives on another device).
+    ``calibration_batches``, the BatchNorm statistics are first re-estimated (:func:`calibrate`) on that
+    many batches: only worth it when the data comes from the distribution the original's statistics
+    describe; by default the student starts from the original's. The student trains in eval mode (dropout
+    and drop path off) except its BatchNorms, which normalize with each batch's statistics and update their
+    running ones, unless ``train_batch_norm`` is False (frozen); its modes are restored after. The learning
+    rate follows a cosine from ``lr`` to 0. On CUDA the forward passes run in bfloat16 autocast.
+    ``original`` is never modified (it is copied when it lives on another device).
 
     Args:
         converted: a network from ``octify.convert``; trained in place and moved to ``device``.
