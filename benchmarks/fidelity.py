@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity_data  # noqa: E402
 
 import octify  # noqa: E402
-from octify.recovery.reconstruction import reconstruct  # noqa: E402
+from octify import reconstruct  # noqa: E402
 
 
 def outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
@@ -88,8 +88,7 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
             module = conversion.module
             if calibrate is not None:
                 start = time.perf_counter()
-                module = copy.deepcopy(module)
-                calibrate(module, calibration)
+                module = calibrate(module, calibration)  # a calibrated copy
                 record(alpha, f"{channels} + calibrated", module, macs, time.perf_counter() - start)
             start = time.perf_counter()
             module = copy.deepcopy(module)
@@ -99,7 +98,7 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
                 continue
             done, start = 0, time.perf_counter()
             for total in steps:
-                distill(module, original, train, steps=total - done)
+                distill(module, original, train, steps=total - done, progress=False)
                 done = total
                 record(alpha, f"{channels} + reconstructed + distilled {total}", module, macs,
                        time.perf_counter() - start)

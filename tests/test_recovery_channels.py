@@ -110,7 +110,7 @@ def test_channel_choice_is_consistent_across_adds_and_concats():
         torch.testing.assert_close(layers(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("data, message", [([], "empty"), ("images", "tensor of inputs"),
+@pytest.mark.parametrize("data, message", [([], "empty"), ("images", "must be a tensor"),
                                            ([torch.zeros(1, 3, 8, 8), 3], "batch 1")])
 def test_bad_calibration_data_is_refused(data, message):
     with pytest.raises(ValueError, match=message):

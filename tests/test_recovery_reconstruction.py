@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import octify
-from octify.recovery.reconstruction import reconstruct
+from octify import reconstruct
 from test_convert_oracles import PointwiseNet, block_constant, randomize_batchnorm
 
 

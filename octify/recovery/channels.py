@@ -12,6 +12,7 @@ from typing import Any, Dict
 import torch
 from torch import Tensor, fx
 
+from ..capture.capture import eval_mode
 from ..capture.facts import is_feature_map
 from ..layers.resample import downsample, upsample_to
 from .data import Data, batches
@@ -40,18 +41,15 @@ class _ScoringInterpreter(fx.Interpreter):
 def channel_scores(module: fx.GraphModule, data: Data) -> Dict[str, Tensor]:
     """Per feature-map node name, one score per channel: its relative error at half resolution over ``data``
     (0 for a channel that is zero throughout). ``module``, a captured plain graph with shapes recorded, runs
-    in eval mode without gradients; its train/eval flags are restored afterwards."""
+    in eval mode without gradients; its train/eval flags are restored afterwards. ``data``: as for
+    :func:`octify.calibrate` (a tensor of inputs, or an iterable of tensors or ``(input, ...)`` tuples)."""
     parameter = next(iter(module.parameters()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     interpreter = _ScoringInterpreter(module)
-    modes = {name: sub.training for name, sub in module.named_modules()}
-    module.eval()
-    try:
-        with torch.no_grad():
-            for inputs in batches(data, device):
-                interpreter.run(*inputs)
-    finally:
-        for name, sub in module.named_modules():
-            sub.training = modes[name]
+    with eval_mode(module), torch.no_grad():
+        for batch in batches(data, device=device):
+            interpreter.run(batch.input)
+    if not interpreter.energy:
+        raise ValueError("calibration_data gave no batch: give a tensor of inputs or a non-empty iterable of batches")
     return {name: torch.where(energy > 0, interpreter.lost[name] / energy.clamp_min(1e-300), energy.new_zeros(()))
             .float().cpu() for name, energy in interpreter.energy.items()}

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..capture import capture
+from ..capture.capture import eval_mode
 from ..layers.octconv import OctConv2d, Path
 from ..layers.resample import downsample, upsample_to
 from .data import Data, batches
@@ -49,10 +50,11 @@ class _Block:
     energy: float = 0.0
 
 
-def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *, ridge: float = 1e-5,
-                batch_size: int = 16) -> Reconstruction:
+def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *,
+                ridge: float = 1e-5) -> Reconstruction:
     """Fit ``converted``'s octave convolutions, in place and in network order, to the outputs of ``original``'s
-    convolutions of the same names on ``data`` (inputs of the model: a tensor, or an iterable of batches).
+    convolutions of the same names on ``data`` (as for :func:`octify.calibrate`: a tensor of inputs, or an
+    iterable of tensors or ``(input, ...)`` tuples).
 
     ``converted`` is a converted GraphModule (``octify.convert(...).module``, trained or not). ``ridge`` weighs
     the pull towards the current weights, relative to the mean feature energy. Both networks run once over
@@ -66,11 +68,11 @@ def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *, r
         raise ValueError(f"reconstruct needs the converted GraphModule (octify.convert(...).module), got "
                          f"{type(converted).__name__}")
     parameter = next(iter(original.parameters()), None)
-    inputs = list(batches(data, parameter.device if parameter is not None else torch.device("cpu"), batch_size))
-    modes = [(module, module.training) for model in (converted, original) for module in model.modules()]
-    try:
-        converted.eval()
-        reference = capture(copy.deepcopy(original).eval(), inputs[0]).module
+    inputs = [batch.input for batch in batches(data, device=parameter.device if parameter is not None else None)]
+    if not inputs:
+        raise ValueError("reconstruct: data gave no batch")
+    with eval_mode(converted), eval_mode(original):
+        reference = capture(copy.deepcopy(original), inputs[:1]).module
         layers, result = _layers(converted, reference)
         if not layers:
             raise ValueError("reconstruct: the converted model has no octave convolution with a matching nn.Conv2d "
@@ -80,9 +82,6 @@ def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *, r
         for node, target in layers:
             layer = converted.get_submodule(str(node.target))
             result.layers[str(node.target)] = _fit_layer(layer, node, target, mine, theirs, ridge)
-    finally:
-        for module, training in modes:
-            module.training = training
     return result
 
 
@@ -116,9 +115,9 @@ def _layers(converted: fx.GraphModule,
 class _Stepper(fx.Interpreter):
     """Runs a GraphModule on one batch node by node, pausing where asked; values no later node reads are freed."""
 
-    def __init__(self, module: fx.GraphModule, inputs: Tuple[Tensor, ...]) -> None:
+    def __init__(self, module: fx.GraphModule, batch: Tensor) -> None:
         super().__init__(module, garbage_collect_values=True)
-        self.args_iter = iter(inputs)
+        self.args_iter = iter((batch,))
         self.nodes = list(module.graph.nodes)
         self.position = 0
 
