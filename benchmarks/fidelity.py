@@ -92,7 +92,14 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
                 record(alpha, f"{channels} + calibrated", module, macs, time.perf_counter() - start)
             start = time.perf_counter()
             module = copy.deepcopy(module)
-            reconstruct(module, original, calibration)
+            try:
+                skipped = reconstruct(module, original, calibration).skipped
+            except ValueError as error:  # nothing it can fit
+                print(f"{name}: {error}", file=sys.stderr)
+                continue
+            if skipped:
+                print(f"{name}: reconstruction left {len(skipped)} layers: {sorted(set(skipped.values()))}",
+                      file=sys.stderr)
             record(alpha, f"{channels} + reconstructed", module, macs, time.perf_counter() - start)
             if distill is None or channels != "data":
                 continue

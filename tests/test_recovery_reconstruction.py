@@ -106,3 +106,13 @@ def test_nothing_to_fit_is_an_error():
     conversion = octify.convert(model, 0.0, input_shape=(1, 3, 20, 20))
     with pytest.raises(ValueError, match="no octave convolution"):
         reconstruct(conversion.module, model, smooth_images(2))
+
+
+def test_too_little_data_leaves_a_layer_as_it_is():
+    model = ConvNet().eval()
+    conversion = octify.convert(model, 0.5, input_shape=(1, 3, 20, 20), min_size=2)
+    weights = {k: v.clone() for k, v in conversion.module.state_dict().items()}
+    result = reconstruct(conversion.module, model, smooth_images(1, size=6))
+    assert "b" in result.skipped and "too few" in result.skipped["b"]  # 9 pixels, 24 * 9 + 1 weights
+    assert all(torch.equal(weights[k], v) for k, v in conversion.module.get_submodule("b").state_dict(
+        prefix="b.").items())

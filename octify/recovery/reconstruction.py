@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from torch import Tensor, fx, nn
 
 from ..capture import capture
 from ..capture.capture import eval_mode
+from ..layers.functional_octconv import FunctionalOctConv2d
 from ..layers.octconv import OctConv2d, Path
 from ..layers.resample import downsample, upsample_to
 from .data import Data, batches
@@ -48,6 +49,7 @@ class _Block:
     gram: Optional[Tensor] = None
     cross: Optional[Tensor] = None
     energy: float = 0.0
+    samples: int = 0
 
 
 def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *,
@@ -60,8 +62,9 @@ def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *,
     the pull towards the current weights, relative to the mean feature energy. Both networks run once over
     ``data``, in eval mode (their train/eval flags are restored; ``original`` is not modified), pausing before
     each octave layer: the data and the feature maps live at that point are held in memory. Layers at alpha 0,
-    shared layers, layers whose original is not an ``nn.Conv2d`` of the same shape and layers with string
-    padding are left as they are, listed in the result's ``skipped``. Raises ValueError when ``converted`` is
+    shared layers, layers whose original is not an ``nn.Conv2d`` of the same shape, layers with string
+    padding, functional octave convolutions and layers with fewer output pixels in the data than weights per
+    output channel are left as they are, listed in the result's ``skipped``. Raises ValueError when ``converted`` is
     not a GraphModule or has no octave convolution to fit.
     """
     if not isinstance(converted, fx.GraphModule):
@@ -80,8 +83,12 @@ def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *,
         mine = [_Stepper(converted, batch) for batch in inputs]
         theirs = [_Stepper(reference, batch) for batch in inputs]
         for node, target in layers:
-            layer = converted.get_submodule(str(node.target))
-            result.layers[str(node.target)] = _fit_layer(layer, node, target, mine, theirs, ridge)
+            layer, name = converted.get_submodule(str(node.target)), str(node.target)
+            fit = _fit_layer(layer, node, target, mine, theirs, ridge)
+            if isinstance(fit, str):
+                result.skipped[name] = fit
+            else:
+                result.layers[name] = fit
     return result
 
 
@@ -101,6 +108,8 @@ def _layers(converted: fx.GraphModule,
     layers = []
     for name, nodes in mine.items():
         layer = converted.get_submodule(name)
+        if isinstance(layer, FunctionalOctConv2d):
+            result.skipped[name] = "a convolution by F.conv2d (FunctionalOctConv2d), whose weight the graph passes in"
         if type(layer) is not OctConv2d or layer.is_plain:
             continue
         target = reference.get_submodule(name) if len(theirs.get(name, ())) == 1 else None
@@ -161,7 +170,8 @@ def _blocks(layer: OctConv2d) -> List[_Block]:
 
 
 def _fit_layer(layer: OctConv2d, node: fx.Node, target: fx.Node, mine: List[_Stepper], theirs: List[_Stepper],
-               ridge: float) -> Tuple[float, float]:
+               ridge: float) -> Union[Tuple[float, float], str]:
+    """Fit ``layer``: its relative squared error before and after, or why it was left as it was."""
     blocks = _blocks(layer)
     watched = [conv for block in blocks for conv in block.convs]
     for converted, reference in zip(mine, theirs):
@@ -179,6 +189,10 @@ def _fit_layer(layer: OctConv2d, node: fx.Node, target: fx.Node, mine: List[_Ste
             for n in range(expected.shape[0]):  # one sample at a time: im2col columns are large
                 _accumulate(block, [_features(sources[conv][n:n + 1], conv, path, high_size)
                                     for path, conv in zip(block.paths, block.convs)], expected[n:n + 1])
+    unknowns = max(block.gram.shape[-1] for block in blocks)
+    if min(block.samples for block in blocks) < unknowns:
+        return (f"{min(block.samples for block in blocks)} output pixels in the data for {unknowns} weights per "
+                "output channel: too few to fit (more or larger inputs)")
     before = after = energy = 0.0
     for block in blocks:
         current = _weights(block)
@@ -207,6 +221,7 @@ def _accumulate(block: _Block, features: List[Tensor], reference: Tensor) -> Non
     block.gram = gram if block.gram is None else block.gram + gram
     block.cross = cross if block.cross is None else block.cross + cross
     block.energy += float(y.square().sum())
+    block.samples += x.shape[-1]
 
 
 def _features(source: Tensor, conv: nn.Conv2d, path: Path, high_size: Sequence[int]) -> Tensor:
