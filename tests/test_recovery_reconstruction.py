@@ -63,7 +63,7 @@ def layer_errors(converted, original, names, x):
 
 def test_reconstruction_lowers_every_layers_output_error():
     model = randomize_batchnorm(ConvNet()).eval()
-    data, x = smooth_images(12), smooth_images(4)
+    data, x = smooth_images(96), smooth_images(4)
     conversion = octify.convert(model, 0.5, example_inputs=(x,), min_size=2,
                                 calibration_data=data)
     names = [n for n, m in conversion.module.named_modules() if isinstance(m, octify.OctConv2d) and not m.is_plain]

@@ -26,6 +26,9 @@ from ..layers.resample import downsample, upsample_to
 from .data import Data, batches
 
 
+SAMPLES_PER_WEIGHT = 4  # with fewer output pixels per unknown weight, the fit follows the data, not the network
+
+
 @dataclass
 class Reconstruction:
     """What :func:`reconstruct` did: per fitted layer, the relative squared error of its output against the
@@ -63,8 +66,8 @@ def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *,
     ``data``, in eval mode (their train/eval flags are restored; ``original`` is not modified), pausing before
     each octave layer: the data and the feature maps live at that point are held in memory. Layers at alpha 0,
     shared layers, layers whose original is not an ``nn.Conv2d`` of the same shape, layers with string
-    padding, functional octave convolutions and layers with fewer output pixels in the data than weights per
-    output channel are left as they are, listed in the result's ``skipped``. Raises ValueError when ``converted`` is
+    padding, functional octave convolutions and layers with fewer than ``SAMPLES_PER_WEIGHT`` output pixels in
+    the data per weight of an output channel are left as they are, listed in the result's ``skipped``. Raises ValueError when ``converted`` is
     not a GraphModule or has no octave convolution to fit.
     """
     if not isinstance(converted, fx.GraphModule):
@@ -189,10 +192,10 @@ def _fit_layer(layer: OctConv2d, node: fx.Node, target: fx.Node, mine: List[_Ste
             for n in range(expected.shape[0]):  # one sample at a time: im2col columns are large
                 _accumulate(block, [_features(sources[conv][n:n + 1], conv, path, high_size)
                                     for path, conv in zip(block.paths, block.convs)], expected[n:n + 1])
-    unknowns = max(block.gram.shape[-1] for block in blocks)
-    if min(block.samples for block in blocks) < unknowns:
-        return (f"{min(block.samples for block in blocks)} output pixels in the data for {unknowns} weights per "
-                "output channel: too few to fit (more or larger inputs)")
+    unknowns, samples = max(block.gram.shape[-1] for block in blocks), min(block.samples for block in blocks)
+    if samples < SAMPLES_PER_WEIGHT * unknowns:
+        return (f"{samples} output pixels in the data for {unknowns} weights per output channel: too few to fit "
+                f"(it takes {SAMPLES_PER_WEIGHT} per weight; give more or larger inputs)")
     before = after = energy = 0.0
     for block in blocks:
         current = _weights(block)
