@@ -6,9 +6,10 @@ time of each step:
 * ``fixed``: converted with the last alpha of each class's channels low (the default);
 * ``data``: converted with ``calibration_data`` (the channels that lose least at half resolution go low);
 * ``data+strided``: the same with ``strided_high=True`` (strided layers keep their strided high path);
-* ``+ calibrated``: BatchNorm statistics re-estimated (``octify.calibrate``, where installed);
-* ``+ reconstructed``: each octave layer fitted to the original's outputs (``octify.reconstruct``);
-* ``+ distilled N``: N steps of ``octify.distill`` after reconstruction (where installed).
+* ``+ calibrated``: BatchNorm statistics re-estimated (``octify.calibrate``);
+* ``+ reconstructed``: each octave layer fitted to the original's outputs (``octify.reconstruct``), from the
+  conversion (not the calibrated copy);
+* ``+ distilled N``: N steps of ``octify.distill`` after reconstruction.
 
 Classifiers: top-1 agreement with the original and mean total-variation distance of the softmax;
 CRAFT: relative error of its score maps. Nothing is downloaded: ``pip install 'octify[fidelity]'``
@@ -26,7 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -52,14 +53,6 @@ def agreement(kind: str, reference: torch.Tensor, result: torch.Tensor) -> Dict[
     return {"relative_error": float((result - reference).norm() / reference.norm())}
 
 
-def _optional(name: str) -> Optional[Callable[..., object]]:
-    """``octify.NAME`` where this octify has it (calibrate, distill), else None."""
-    try:
-        return getattr(octify, name)
-    except AttributeError:
-        return None
-
-
 CHOICES = {"fixed": (False, False), "data": (True, False), "data+strided": (True, True)}
 
 
@@ -68,7 +61,6 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
     build, kind = fidelity_data.NETWORKS[name]
     original = build()
     reference = outputs(original, held_out)
-    calibrate, distill = _optional("calibrate"), _optional("distill")
     rows: List[Dict[str, object]] = []
 
     def record(alpha: float, stage: str, module: nn.Module, macs: float, seconds: float) -> None:
@@ -85,13 +77,11 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
                                         calibration_data=calibration if chosen else None, strided_high=strided)
             macs = conversion.report.converted.macs / conversion.report.original.macs
             record(alpha, channels, conversion.module, macs, time.perf_counter() - start)
-            module = conversion.module
-            if calibrate is not None:
-                start = time.perf_counter()
-                module = calibrate(module, calibration)  # a calibrated copy
-                record(alpha, f"{channels} + calibrated", module, macs, time.perf_counter() - start)
             start = time.perf_counter()
-            module = copy.deepcopy(module)
+            calibrated = octify.calibrate(conversion.module, calibration)  # a calibrated copy
+            record(alpha, f"{channels} + calibrated", calibrated, macs, time.perf_counter() - start)
+            start = time.perf_counter()
+            module = copy.deepcopy(conversion.module)
             try:
                 skipped = reconstruct(module, original, calibration).skipped
             except ValueError as error:  # nothing it can fit
@@ -101,11 +91,9 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
                 print(f"{name}: reconstruction left {len(skipped)} layers: {sorted(set(skipped.values()))}",
                       file=sys.stderr)
             record(alpha, f"{channels} + reconstructed", module, macs, time.perf_counter() - start)
-            if distill is None or channels != "data":
-                continue
             done, start = 0, time.perf_counter()
             for total in steps:
-                distill(module, original, train, steps=total - done, progress=False)
+                octify.distill(module, original, train, steps=total - done, progress=False)
                 done = total
                 record(alpha, f"{channels} + reconstructed + distilled {total}", module, macs,
                        time.perf_counter() - start)
