@@ -27,6 +27,7 @@ from ..layers.select import selected_split
 from ..notes import Note
 from ..rules import registry
 from ..rules.concat import parts_and_dim
+from ..rules.pooling import is_resize
 from ..rules.registry import BOUNDARY, CAT, CHANNELS, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
 from .schedule import Schedule
 
@@ -179,7 +180,9 @@ class Planner:
         return []
 
     def _decide_class(self, group: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, Optional[_Why]]:
-        smallest = min(group, key=lambda n: min(spatial(n)))
+        convolved = [n for n in group if self.categories[n] == CONV
+                     or any(self.categories.get(user) == CONV for user in n.users)]
+        smallest = min(convolved or group, key=lambda n: min(spatial(n)))  # a pooled map no conv reads is free
         if min(spatial(smallest)) < self.min_size:
             return None, _Why("small maps (< min_size)", lambda conv: self._small_maps(conv, smallest))
         derived = [n for n in group if self.categories[n] == CAT or self.categories[n] == CHANNELS
@@ -297,62 +300,37 @@ class Planner:
         return [user for node in group for user in node.users if user not in inside]
 
     def _why_not_useful(self, group: List[fx.Node]) -> Optional[_Why]:
-        """Why two branches would be wasted here: every consumer needs a plain tensor."""
+        """Why two branches would be wasted here: nothing reads the class, or every consumer ends the octave
+        region by convention: the model's output, a resize of a prediction, a convolution into a small map
+        (the paper's last octave layer before a plain stage). Any other plain consumer (pooling, the
+        classifier, an op without a rule) gets a merge on its edge; the convolutions still save MACs."""
         inside = set(group)
         rejoining = [n for n in group if self.categories[n] == CONV and not is_depthwise(self._conv(n))
                      and any(arg in inside for arg in feature_args(n))]  # a conv whose output re-joins its input
         consumers = [u for u in self._external_consumers(group) + rejoining if self.categories.get(u) != SHAPE]
-        useful = [u for u in consumers if self._uses_octave(u)]
-        if useful:
-            return None
         if not consumers:
             return _Why("output unused", lambda conv: "nothing reads its output")
+        if any(self._uses_octave(u) or not self._ends_the_region(u) for u in consumers):
+            return None
         names = ", ".join(sorted({self._kind(u) if u.op == "output" else registry.describe(u)
                                   for u in consumers})[:3])
         kinds = ", ".join(sorted({self._kind(u) for u in consumers}))
-        ruleless = [u for u in consumers if self._lacks_rule(u)]
-        if ruleless:
-            kinds = ", ".join(sorted({self._kind(u) for u in ruleless}))
-            return _Why(f"output feeds only ops with no octave rule: {kinds}",
-                        lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
-                                     f"only feeds {names}, which need a plain tensor ({kinds}: no octave rule)")
         return _Why(f"output feeds only plain consumers: {kinds}",
                     lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
                                  f"only feeds {names}, which need a plain tensor")
 
+    def _ends_the_region(self, consumer: fx.Node) -> bool:
+        return consumer.op == "output" or self.categories.get(consumer) == CONV or is_resize(consumer, self.modules)
+
     def _kind(self, node: fx.Node) -> str:
-        """What a node is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``, and for
-        a function inside another library's variant of a PyTorch layer, that variant's class."""
+        """What a node is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``."""
         if node.op == "output":
             return "the model's output"
         if node.op != "call_module":
-            owner = self._variant_owner(node)
-            if owner is not None:
-                return f"{registry.describe(node)} in {owner.__module__.partition('.')[0]}'s {owner.__name__}"
             return registry.describe(node)
         kind = type(self.modules[node.target]).__name__
         small = self.categories.get(node) == CONV and min(spatial(node)) < self.min_size
         return f"{kind} on small maps" if small else kind
-
-    def _lacks_rule(self, node: fx.Node) -> bool:
-        """An op of another library that no octave rule covers: a module, or a function inside a variant of a
-        PyTorch layer (timm's BatchNormAct2d runs F.batch_norm); a rule would let it take octave tensors."""
-        if registry.find_rule(node, self.modules) is not None:
-            return False
-        if node.op == "call_module":
-            return not type(self.modules[node.target]).__module__.startswith("torch.")
-        return node.op == "call_function" and self._variant_owner(node) is not None
-
-    @staticmethod
-    def _variant_owner(node: fx.Node) -> Optional[type]:
-        """The class of the module a function node runs in, if it is another library's subclass of a PyTorch
-        layer (not of ``nn.Module`` alone), else None."""
-        stack = list((node.meta.get("nn_module_stack") or {}).values())
-        owner = stack[-1][1] if stack and isinstance(stack[-1], tuple) else None
-        if not isinstance(owner, type) or owner.__module__.startswith("torch."):
-            return None
-        layers = [base for base in owner.__mro__[1:] if base.__module__.startswith("torch.nn.") and base is not nn.Module]
-        return owner if layers else None
 
     def _uses_octave(self, consumer: fx.Node) -> bool:
         category = self.categories.get(consumer)
