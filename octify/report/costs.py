@@ -32,7 +32,7 @@ SCHEMA_VERSION = 2  # 2: layers' ``cause``, ``measured``; the report's ``coverag
 UNITS = {"macs": "multiply-accumulates", "flops": "2 x macs", "activation_bytes": "bytes",
          "peak_activation_bytes": "bytes"}
 DEFAULT_DEPTH = 2
-MEASURED_TITLE = "Counted by measurement (FlopCounterMode on fake tensors; no counting rule)"
+MEASURED_TITLE = "Counted by measurement (FlopCounterMode on fake tensors, or on a fixed random input for code that reads values; no counting rule)"
 UNCOUNTED_TITLE = "Not counted (no counting rule, could not be measured; MACs and ratios exclude them)"
 
 
