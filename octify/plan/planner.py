@@ -223,14 +223,33 @@ class Planner:
         members = set(group)
         cuts = {0, count}
         for source, index in self.selections.values():
-            if source in members and index == tuple(range(index[0], index[0] + len(index))):
-                cuts |= {index[0], index[0] + len(index)}
-        bounds = sorted(cuts)
+            for picked in self._picks_from(source, members, index):
+                cuts |= {start for start in picked if start - 1 not in picked} | {end + 1 for end in picked
+                                                                                   if end + 1 not in picked}
+        bounds = sorted(cut for cut in cuts if 0 <= cut <= count)
         parts = [ChannelSplit.trailing(end - start, low_channel_count(end - start, alpha))
                  for start, end in zip(bounds, bounds[1:])]
         if unit > 1 or len(parts) == 1 or any(not part.n_low or not part.n_high for part in parts):
             return default
         return ChannelSplit.concat(parts)
+
+    def _picks_from(self, source: fx.Node, members: set, index: Tuple[int, ...]) -> List[set]:
+        """The channels of the class (``members``) that a selection of ``source`` at ``index`` picks: directly, or
+        through a channel concat with a part in the class (a shuffle after ``cat`` picks from each part)."""
+        while source not in members and source in self.selections:  # a selection of a selection (chunk of a shuffle)
+            source, inner = self.selections[source]
+            index = tuple(inner[i] for i in index)
+        if source in members:
+            return [set(index)]
+        if self.categories.get(source) != CAT:
+            return []
+        picks, offset = [], 0
+        for part in parts_and_dim(source)[0]:
+            width = channels(part)
+            if part in members:
+                picks.append({i - offset for i in index if offset <= i < offset + width})
+            offset += width
+        return [picked for picked in picks if picked]
 
     def _small_maps(self, conv: fx.Node, smallest: fx.Node) -> str:
         (height, width), (least_h, least_w) = spatial(conv), spatial(smallest)
