@@ -21,8 +21,8 @@ import click
 
 from .console import Console
 from .errors import CommandError, UsageError, describe
-from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, model_name, parse_exports, parse_input_shapes,
-                      read_schedule)
+from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, check_recovery, model_name, parse_exports,
+                      parse_input_shapes, read_schedule)
 from .output import leftovers, staged_directory
 
 if TYPE_CHECKING:  # imported when needed: it loads torch
@@ -54,6 +54,7 @@ Examples:
   octify mynet.py --input-shape 1,3,128,128 --verify
   octify mynet.py:build_small --schedule alphas.toml --format json > report.json
   octify torchvision:resnet50 --leaf layer4 --export onnx,torchscript --force
+  octify mynet.py --input-shape 1,3,96,96 --calibrate images/ --distill-steps 200
 """
 
 
@@ -88,13 +89,22 @@ def _version() -> str:
                    "print the largest output difference (non-zero when alpha > 0: the layers change).")
 @click.option("--export", "exports", multiple=True, metavar="FORMAT",
               help=f"Also export to {', '.join(EXPORT_FORMATS)}. Repeatable or comma-separated.")
+@click.option("--calibrate", "calibration_data", type=click.Path(path_type=Path), metavar="PATH",
+              help="Re-estimate the BatchNorm statistics on these inputs: a folder of images (resized to "
+                   "--input-shape) or a .pt tensor (N,C,H,W); a fifth of them is held out to report how often "
+                   "the converted model agrees with the original.")
+@click.option("--distill-steps", type=click.IntRange(min=1), metavar="N",
+              help="Then train the converted model N steps to follow the original on the --calibrate inputs.")
+@click.option("--normalize", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
+              help="How images read for --calibrate are normalized after scaling to [0, 1].")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the report, errors and the --verify result.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and every warning.")
 @click.version_option(message=_version(), help="Show the versions and exit.")
 def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_shapes: Tuple[str, ...],
             output: Optional[Path], report_format: str, leaves: Tuple[str, ...], verify: bool,
-            exports: Tuple[str, ...], force: bool, quiet: bool, debug: bool) -> int:
+            exports: Tuple[str, ...], calibration_data: Optional[Path], distill_steps: Optional[int], normalize: str,
+            force: bool, quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:
@@ -102,7 +112,9 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_
             raise UsageError("use --alpha or --schedule, not both (a '*' pattern in the schedule "
                              "sets the alpha of every other convolution)")
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
-                          leaves, verify, parse_exports(exports), report_format, debug)
+                          leaves, verify, parse_exports(exports), report_format, debug, calibration_data,
+                          distill_steps or 0, normalize == "imagenet")
+        check_recovery(request)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)
         with _warnings_shown(console, debug), staged_directory(target, force) as folder:
@@ -147,6 +159,8 @@ def _print_outcome(console: Console, target: Path, outcome: pipeline.Outcome) ->
             if comparison.max_abs_output else "the original's outputs are all zero"
         console.message(f"verified: output shapes match {comparison.shapes}; largest absolute output difference "
                         f"{comparison.max_abs_difference:.3g}, {scale}{why}")
+    for line in outcome.recovery_lines:
+        console.message(line)
     console.info(f"wrote {target}/: {', '.join(outcome.written)}")
 
 

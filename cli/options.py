@@ -31,6 +31,21 @@ class Request:
     exports: Sequence[str] = ()
     report_format: str = "table"
     debug: bool = False  # tracebacks, and everything torch prints and warns
+    calibration_data: Optional[Path] = None  # --calibrate PATH: a folder of images or a .pt tensor
+    distill_steps: int = 0
+    normalize: bool = True  # ImageNet normalization of images read for --calibrate
+
+
+def check_recovery(request: Request) -> None:
+    """UsageError for --calibrate / --distill-steps values that cannot work, before any work."""
+    if request.distill_steps and request.calibration_data is None:
+        raise UsageError("--distill-steps needs --calibrate PATH: the inputs to distil with")
+    if request.calibration_data is None:
+        return
+    if len(request.input_shapes) != 1:
+        raise UsageError("--calibrate works with a model of one input (one --input-shape)")
+    from .data import check_data_path
+    check_data_path(request.calibration_data)
 
 
 def split_model_spec(spec: str) -> Tuple[str, Optional[str]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,12 @@ from octify.export import FORMATS, ExportError, check_available, export, save_co
 
 from .checks import Comparison, compare_outputs
 from .console import Console
+from .data import read_inputs
 from .errors import CommandError, UsageError
 from .leaves import resolve_leaves
 from .models import load_model
 from .options import Request, model_name
+from .recovery import recover
 
 MODULE_FILE = "model.pt"
 REPORT_FILE = "report.json"
@@ -30,6 +33,8 @@ class Outcome:
     written: List[str] = field(default_factory=list)  # names in the output directory
     comparison: Optional[Comparison] = None
     failed_exports: Dict[str, ExportError] = field(default_factory=dict)  # format -> why; the rest is written
+    recovery: Optional[Dict[str, Any]] = None  # --calibrate / --distill-steps: what was done, agreement after each
+    recovery_lines: List[str] = field(default_factory=list)  # the same, to print
 
 
 def run(request: Request, folder: Path, console: Console) -> Outcome:
@@ -42,6 +47,10 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
         except ExportError as error:
             raise CommandError(f"--export {format_name}: {error}") from None
     name = model_name(request.model)
+    data = None
+    if request.calibration_data is not None:
+        with console.step("reading the inputs"):
+            data = read_inputs(request.calibration_data, request.input_shapes[0], request.normalize)
     with console.step("loading the model"):
         model = load_model(request.model)
     leaves = resolve_leaves(model, request.leaves)
@@ -53,12 +62,15 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
     layers = conversion.report.converted.layers
     outcome = Outcome(format_report(conversion.report, request.report_format),
                       any(layer.alpha_in or layer.alpha_out for layer in layers))
+    if data is not None:
+        outcome.recovery, outcome.recovery_lines = recover(model, conversion.module, data, request.distill_steps,
+                                                           console)
     if request.verify:
         with console.step("verifying"):
             examples = [torch.randn_like(x) for x in conversion.example_inputs]
             outcome.comparison = compare_outputs(model, conversion.module, examples)
     with console.step("saving"):
-        outcome.written = save(conversion, folder, name)
+        outcome.written = save(conversion, folder, name, outcome.recovery)
     for format_name in request.exports:
         file_name = FORMATS[format_name][0]
         with console.step(f"exporting to {format_name}"), _printing_hidden(not request.debug):
@@ -81,13 +93,17 @@ def _printing_hidden(hidden: bool) -> Iterator[None]:
         yield
 
 
-def save(conversion: octify.Conversion, folder: Path, name: str) -> List[str]:
+def save(conversion: octify.Conversion, folder: Path, name: str,
+         recovery: Optional[Dict[str, Any]] = None) -> List[str]:
     """The module (``torch.save``), its code as a package that loads its weights from that file, and the report
-    as JSON; returns the names written."""
+    as JSON (with ``recovery`` under that key); returns the names written."""
     package = code_package_name(name)
     torch.save(conversion.module, folder / MODULE_FILE)
     save_code(conversion.module, folder / package, class_name(conversion.module), f"../{MODULE_FILE}")
-    (folder / REPORT_FILE).write_text(conversion.report.to_json() + "\n", encoding="utf-8")
+    report = conversion.report.to_dict()
+    if recovery is not None:
+        report["recovery"] = recovery
+    (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return [MODULE_FILE, f"{package}/", REPORT_FILE]
 
 

@@ -15,13 +15,15 @@ _LOCATIONS = {
     "OctConvTranspose2d": ".layers", "OctMerge": ".layers", "OctSplit": ".layers", "downsample": ".layers",
     "upsample_to": ".layers",
     "Conversion": ".convert", "convert": ".convert", "ConversionError": ".errors", "InternalError": ".errors",
-    "for_inference": ".inference",
+    "for_inference": ".inference", "calibrate": ".recovery", "distill": ".recovery",
+    "DistillationLoss": ".recovery", "DistillResult": ".recovery",
     "Schedule": ".plan", "ModelCost": ".report", "Report": ".report", "cost": ".report",
 }
 _SUBMODULES = ("export",)
 
 __all__ = ["Conversion", "ConversionError", "InternalError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
-           "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference"]
+           "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference",
+           "calibrate", "distill", "DistillationLoss", "DistillResult"]
 
 if TYPE_CHECKING:
     from . import export
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctConvTranspose2d, OctMerge, OctSplit,
                          downsample, upsample_to)
     from .plan import Schedule
+    from .recovery import DistillationLoss, DistillResult, calibrate, distill
     from .report import ModelCost, Report, cost
 
 

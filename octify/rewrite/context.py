@@ -17,6 +17,7 @@ from ..plan.planner import Plan
 from ..rules.registry import describe
 
 Split = Optional[ChannelSplit]
+OCTAVE_SPLIT = "octave_split"  # node.meta key: the ChannelSplit of a node that produces an octave tensor
 
 
 class RewriteContext:
@@ -55,6 +56,8 @@ class RewriteContext:
         """Emit ``node``'s replacement, named like it, producing representation ``split``."""
         new = self.graph.create_node(op, target, args, kwargs, name=node.name)
         new.meta = {key: value for key, value in node.meta.items() if key != "val"}  # shapes change
+        if split is not None:
+            new.meta[OCTAVE_SPLIT] = split  # read by distillation to compare an octave map with the original's
         self.env[node], self.rep[node] = new, split
         return new
 

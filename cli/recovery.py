@@ -1,0 +1,45 @@
+"""``--calibrate`` and ``--distill-steps``: recover the converted model's agreement with the original."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+import octify
+from octify.recovery import agreement
+
+from .console import Console
+
+HELD_OUT_SHARE = 5  # one input in five is held out to measure agreement
+
+
+def recover(original: nn.Module, converted: nn.Module, data: torch.Tensor, distill_steps: int,
+            console: Console) -> Tuple[Dict[str, Any], List[str]]:
+    """Calibrate ``converted`` in place on most of ``data``, then distil it ``distill_steps`` steps; returns
+    the record for report.json and the lines to print, with agreement on the held-out inputs after each step."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    held = max(1, len(data) // HELD_OUT_SHARE)
+    test, train = data[order[:held]], data[order[held:]]
+    record: Dict[str, Any] = {"inputs": len(train), "held_out": held}
+    with console.step("measuring agreement"):
+        before = agreement(original, converted, test)
+    record["metric"], record["converted"] = before.metric, before.value
+    with console.step("calibrating"):
+        octify.calibrate(converted, train, inplace=True)
+        calibrated = agreement(original, converted, test)
+    record["calibrated"] = calibrated.value
+    lines = [f"calibrated on {len(train)} inputs; {before.metric} with the original on {held} held-out inputs: "
+             f"{_percent(before.value)} converted, {_percent(calibrated.value)} calibrated"]
+    if distill_steps:
+        result = octify.distill(converted, original, train, distill_steps, progress=console.shows_progress)
+        distilled = agreement(original, converted, test)
+        record.update(distilled=distilled.value, distill_steps=distill_steps, distill_seconds=result.seconds,
+                      distill_losses=[result.losses[0], result.losses[-1]], features=result.features)
+        lines.append(f"distilled {distill_steps} steps in {result.seconds:.1f} s (loss {result.losses[0]:.4g} -> "
+                     f"{result.losses[-1]:.4g}); {distilled.metric}: {_percent(distilled.value)}")
+    return record, lines
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
