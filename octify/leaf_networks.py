@@ -88,13 +88,18 @@ def _record_calls(plain: fx.GraphModule, inputs: Sequence[Any],
             seen[name].append(tuple(arg.detach().clone() for arg in args) if tensors else None)
         return hook
 
+    if not children:
+        return {}
     handles = [child.register_forward_pre_hook(recorder(name), with_kwargs=True) for name, child in children.items()]
+    modes = {module: module.training for module in plain.modules()}
     try:
         with torch.no_grad():
-            plain(*inputs)
+            plain.eval()(*inputs)  # eval: running statistics stay as they are
     finally:
         for handle in handles:
             handle.remove()
+        for module, training in modes.items():
+            module.training = training
     return {name: "not called on the example input" if not calls else
             f"called {len(calls)} times" if len(calls) > 1 else
             "called with arguments other than tensors" if calls[0] is None else calls[0]

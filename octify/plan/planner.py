@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from torch import fx, nn
 
 from ..capture.facts import ConvFacts, channels, conv_facts, conv_name, feature_args, feature_shape, is_feature_map, spatial
-from ..layers.channels import ChannelSplit, low_channel_count
+from ..layers.channels import ChannelSplit, group_pattern, low_channel_count
+from ..layers.octconv import check_grouped_splits
 from ..layers.select import selected_split
 from ..notes import Note
 from ..rules import registry
@@ -76,6 +77,15 @@ class _UnionFind:
 
 def is_depthwise(conv: ConvFacts) -> bool:
     return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+def _fits_groups(conv: ConvFacts, in_split: ChannelSplit, out_split: Split) -> bool:
+    out_split = out_split or ChannelSplit.trailing(conv.out_channels, 0)
+    try:
+        check_grouped_splits(conv.groups, conv.in_channels, conv.out_channels, in_split, out_split)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_grouped(conv: ConvFacts) -> bool:
@@ -203,6 +213,10 @@ class Planner:
             return None, useless
         count = channels(first)
         unit = self._group_unit(group)
+        if unit > 1:  # grouped convolutions: each group split on its own where every group can split alike
+            within = self._alpha_split(group, count, alpha, 1, self._group_cuts(group))
+            if within.n_low and within.n_high and self._every_group_alike(group, within):
+                return within, None
         n_low = low_channel_count(count, alpha, unit)
         if n_low == 0 or n_low >= count:
             grouping = f" in whole groups of {unit}" if unit > 1 else ""
@@ -216,12 +230,13 @@ class Planner:
                                        f"is added to that of {conv_name(first)}, and both must split alike"))
         return self._alpha_split(group, count, alpha, unit), None
 
-    def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int) -> ChannelSplit:
+    def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
+                     cuts: Iterable[int] = ()) -> ChannelSplit:
         """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
-        (``torch.split`` / ``chunk`` / slices), so that every part keeps both branches."""
+        (``torch.split`` / ``chunk`` / slices, the groups in ``cuts``), so that every part keeps both branches."""
         default = ChannelSplit.trailing(count, low_channel_count(count, alpha, unit))
         members = set(group)
-        cuts = {0, count}
+        cuts = {0, count, *cuts}
         for source, index in self.selections.values():
             for picked in self._picks_from(source, members, index):
                 cuts |= {start for start in picked if start - 1 not in picked} | {end + 1 for end in picked
@@ -357,6 +372,29 @@ class Planner:
             return True
         return category == CONV and min(spatial(consumer)) >= self.min_size
 
+    def _grouped_convs(self, group: List[fx.Node]) -> List[Tuple[ConvFacts, bool]]:
+        """The grouped (not depthwise) convolutions that write (False) or read (True) the class."""
+        found = [(self._conv(node), False) for node in group if self.categories[node] == CONV]
+        found += [(self._conv(user), True) for node in group for user in node.users
+                  if self.categories.get(user) == CONV]
+        return [(conv, reads) for conv, reads in found if _is_grouped(conv)]
+
+    def _group_cuts(self, group: List[fx.Node]) -> List[int]:
+        cuts = []
+        for conv, reads in self._grouped_convs(group):
+            width = (conv.in_channels if reads else conv.out_channels) // conv.groups
+            cuts += range(width, conv.in_channels if reads else conv.out_channels, width)
+        return cuts
+
+    def _every_group_alike(self, group: List[fx.Node], split: ChannelSplit) -> bool:
+        """Every grouped convolution of the class sees the same low channels in each group (transposed ones
+        split in whole groups only)."""
+        transposed = any(isinstance(self.modules.get(conv.target), nn.ConvTranspose2d)
+                         for node in group for conv in [node, *node.users]
+                         if self.categories.get(conv) == CONV and conv.op == "call_module")
+        return not transposed and all(group_pattern(split, conv.groups) is not None
+                                      for conv, _ in self._grouped_convs(group))
+
     def _group_unit(self, group: List[fx.Node]) -> int:
         """Channels per split step: whole groups of the grouped convs that write or read the class."""
         unit = 1
@@ -381,11 +419,11 @@ class Planner:
             own_reason = None if is_depthwise(conv) else self._plain_output_reason(node)
             if own_reason:
                 out_split = None
-            if in_split is not None and conv.groups > 1 and not is_depthwise(conv) and not (
-                    in_split.is_trailing and in_split.n_low % (conv.in_channels // conv.groups) == 0):
+            if in_split is not None and _is_grouped(conv) and not _fits_groups(conv, in_split, out_split):
                 in_split = None
                 self.notes.append(Note(conv_name(node), "plain input",
-                                       f"groups={conv.groups} need the low channels last in whole groups"))
+                                       f"groups={conv.groups} need the low channels last in whole groups, or the "
+                                       "same channels low in every group, on both sides"))
             result[node] = (in_split, out_split)
             if out_split is None:
                 self.notes.append(self._plain_note(node, own_reason or reasons.get(self.classes.find(node))))
