@@ -1,17 +1,16 @@
 """Choosing one alpha per group from measured costs (no torch here: plain numbers in, alphas out).
 
 The estimate of a schedule is the original's measured latency (and MACs) minus, per group, what
-its chosen alpha saves against alpha 0. Along the trade-off between latency and MACs (each group
-minimizing ``seconds + price * MACs``, for every price where a choice changes) lie the candidate
-schedules; a target picks one of them:
+its chosen alpha saves against alpha 0. The candidates are the schedules on the frontier between
+latency and MACs (none other is both faster and smaller); a target picks one of them:
 
-* ``fastest``: the lowest estimated latency (price 0); a group whose octave forms are not faster
-  than its plain form stays plain;
+* ``fastest``: each group at its fastest alpha; a group whose octave forms are not faster than its
+  plain form stays plain;
 * ``macs``: the lowest estimated latency among those within the MAC ratio;
 * ``latency``: the fewest MACs among those within the latency ratio.
 
-No candidate is estimated slower than the original (price 0 never is, and the others must not be):
-when a target needs a slower model, never-slower wins and the target is reported missed.
+Only candidates estimated no slower than the original count: when a target needs a slower model,
+never-slower wins and the target is reported missed.
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 MACS, LATENCY, FASTEST = "macs", "latency", "fastest"
+FRONTIER_POINTS = 4000
 
 
 @dataclass(frozen=True)
@@ -81,33 +81,45 @@ def estimate(groups: Sequence[GroupCosts], alphas: Mapping[str, float], base_lat
     return Estimate(dict(alphas), latency, macs)
 
 
-def trade_offs(groups: Sequence[GroupCosts]) -> List[Dict[str, float]]:
-    """The schedules that minimize ``seconds + price * MACs`` per group, from price 0 up to the price where
-    MACs alone decide; ties go to the lower alpha (a form that does not pay stays plain)."""
-    prices = {0.0}
+def frontier(groups: Sequence[GroupCosts], resolution: int = FRONTIER_POINTS) -> List[Dict[str, float]]:
+    """The schedules no other beats on both estimated seconds and MACs, fewest MACs first (then more MACs, less
+    time). Built group by group, dropping what another point beats; points closer than ``1 / resolution`` of the
+    groups' MACs keep only the one with fewer MACs, so the list stays short (and errs towards fewer MACs)."""
+    step = sum(max(g.macs.values()) for g in groups) / resolution
+    levels: List[List[Tuple[int, float, int, float]]] = []  # per group: (macs, seconds, parent index, alpha)
+    points: List[Tuple[int, float]] = [(0, 0.0)]
     for group in groups:
-        for a in group.alphas:
-            for b in group.alphas:
-                saved = group.macs[a] - group.macs[b]
-                slower = group.latency[b] - group.latency[a]
-                if saved > 0 and slower > 0:
-                    prices.add(slower / saved)
-    ordered = sorted(prices)
-    probes = [0.0] + [(low + high) / 2 for low, high in zip(ordered, ordered[1:])] + [2 * ordered[-1] + 1.0]
-    schedules: List[Dict[str, float]] = []
-    for price in probes:
-        chosen = {g.name: min(g.alphas, key=lambda a, g=g: (g.latency[a] + price * g.macs[a], a)) for g in groups}
-        if chosen not in schedules:
-            schedules.append(chosen)
+        merged = sorted(((macs + group.macs[a], seconds + group.latency[a], parent, a)
+                         for parent, (macs, seconds) in enumerate(points) for a in group.alphas),
+                        key=lambda p: (p[0], p[1], p[3]))
+        kept: List[Tuple[int, float, int, float]] = []
+        for point in merged:
+            if kept and (point[1] >= kept[-1][1] or point[0] - kept[-1][0] < step):
+                continue  # beaten by a point with no more MACs, or too close to it
+            kept.append(point)
+        levels.append(kept)
+        points = [(macs, seconds) for macs, seconds, _, _ in kept]
+    schedules = []
+    for last in range(len(points)):
+        alphas: Dict[str, float] = {}
+        position = last
+        for group, level in zip(reversed(groups), reversed(levels)):
+            _, _, position, alphas[group.name] = level[position]
+        schedules.append({g.name: alphas[g.name] for g in groups})
     return schedules
+
+
+def fastest_alphas(groups: Sequence[GroupCosts]) -> Dict[str, float]:
+    """Each group's fastest alpha; of equally fast ones the lowest, so a form that does not pay stays plain."""
+    return {g.name: min(g.alphas, key=lambda a, g=g: (g.latency[a], a)) for g in groups}
 
 
 def choose(groups: Sequence[GroupCosts], target: Target, base_latency: float,
            base_macs: int) -> Tuple[Estimate, Optional[str]]:
     """The schedule ``target`` asks for, and why the target is missed (None when met), from measured costs."""
-    candidates = [estimate(groups, alphas, base_latency, base_macs) for alphas in trade_offs(groups)]
-    never_slower = [c for c in candidates if c.latency <= base_latency]  # price 0 always is
-    fastest = min(never_slower, key=lambda c: (c.latency, c.macs))
+    fastest = estimate(groups, fastest_alphas(groups), base_latency, base_macs)
+    candidates = [estimate(groups, alphas, base_latency, base_macs) for alphas in frontier(groups)]
+    never_slower = [c for c in candidates if c.latency <= base_latency] or [fastest]
     if target.kind == FASTEST:
         return fastest, None
     if target.kind == MACS:
