@@ -22,7 +22,7 @@ class Tuning:
     ``costs``: the measured table; ``estimated_ratio`` / ``measured_ratio``: converted / original latency,
     from the per-layer times and end to end (None without measurement); ``macs_ratio``: of the result;
     ``missed``: why the target was not met (None when it was); ``corrections``: what the end-to-end
-    check changed.
+    check changed, ``dropped``: the groups it made plain.
     """
 
     target: Target
@@ -36,6 +36,7 @@ class Tuning:
     measured_ratio: Optional[float] = None
     missed: Optional[str] = None
     corrections: List[str] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)  # groups the end-to-end check made plain
 
     @property
     def schedule(self) -> Dict[str, float]:
@@ -43,7 +44,9 @@ class Tuning:
 
     @property
     def reasons(self) -> Dict[str, str]:
-        return {costs.name: reason(costs, self.alphas[costs.name]) for costs in self.costs}
+        return {costs.name: reason(costs, self.alphas[costs.name])
+                + ("; made plain: the network measured slower end to end" if costs.name in self.dropped else "")
+                for costs in self.costs}
 
     def schedule_toml(self) -> str:
         """The schedule as TOML: one line per convolution, its alpha, and a comment with the reason."""

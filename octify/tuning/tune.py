@@ -121,7 +121,7 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
                   f"({ratio - target.ratio:.3f} over); the fastest schedule found is no faster")
     estimated = estimate.latency / base_latency if alphas == estimate.alphas else None
     tuning = Tuning(target, setting.describe(), groups, alphas, costs, macs_ratio, candidates[-1], estimated, ratio,
-                    missed, corrections)
+                    missed, corrections, [name for name in estimate.alphas if estimate.alphas[name] != alphas[name]])
     latency = Latency(setting.describe(), times[0], times[1], estimated)
     converter.warn(conversion)
     return _finish(model, conversion, tuning, (latency, measurer.layer_seconds))
