@@ -145,7 +145,7 @@ def test_the_end_to_end_check_makes_plain_the_groups_that_save_least_until_not_s
     assert len(tuning.corrections) == 1 and "made plain c (least estimated saving)" in tuning.corrections[0]
     assert tuning.measured_ratio == pytest.approx((BASE - 0.7) / BASE) and tuning.estimated_ratio is None
     schedules = [dict(p.schedule) for p in timer.probes if isinstance(p, ModelProbe) and p.schedule]
-    assert schedules == [{"a": 0.25, "b": 0.25, "c": 0.25}, {"a": 0.25, "b": 0.25, "c": 0.0}]
+    assert schedules == [{"a": 0.25, "b": 0.25, "c": 0.25}] * 2 + [{"a": 0.25, "b": 0.25, "c": 0.0}]  # slower: twice
 
 
 def test_when_nothing_helps_end_to_end_every_group_goes_plain():
