@@ -4,7 +4,6 @@ A fake timer returns costs from a table, so every choice here follows from the t
 test runs the real timer on a tiny network and checks only what holds whatever the timings are.
 """
 import itertools
-import json
 import warnings
 
 import pytest
@@ -159,9 +158,12 @@ def test_when_nothing_helps_end_to_end_every_group_goes_plain():
 def test_a_second_tuning_reads_every_time_from_the_cache(tmp_path):
     table = costs(a=(1.0, 0.9, 0.8, 0.85), b=(1.0, 1.0, 1.2, 1.1), c=(1.0, 0.95, 0.95, 0.95))
     first, second, other_batch = FakeTimer(table), FakeTimer(table), FakeTimer(table)
-    results = [tune(Net(), fastest=True, timer=timer, cache_dir=tmp_path, input_shape=SHAPE, **extra).tuning
+    steps = {timer: [] for timer in (first, second, other_batch)}
+    results = [tune(Net(), fastest=True, timer=timer, cache_dir=tmp_path, input_shape=SHAPE,
+                    progress=lambda what, done, total, timer=timer: steps[timer].append(what), **extra).tuning
                for timer, extra in ((first, {}), (second, {}), (other_batch, {"batch_size": 2}))]
     assert first.calls > 0 and second.calls == 0 and other_batch.calls == first.calls
+    assert "converting at each alpha" in steps[first] and steps[second] == []  # the cache also holds the groups
     assert results[0].alphas == results[1].alphas and results[0].measured_ratio == results[1].measured_ratio
     assert len(list(tmp_path.glob("latency-*.json"))) == 2
 

@@ -1,18 +1,20 @@
 """Measured seconds on disk, so that tuning the same model in the same setting again measures nothing.
 
 One JSON file per model structure and setting, in ``$OCTIFY_CACHE_DIR`` (default ``~/.cache/octify``),
-mapping probe keys to seconds (and ``"layers"`` to the layer probes measured). The file name hashes
-the model's structure (its modules and the graph of its conversion), the input size, the conversion
-options, the device, dtype, batch size, mode, torch threads and the torch version.
+mapping probe keys to seconds (``"layers"``: the layer probes measured; ``"structure"``: the groups
+and their MACs, so that a second tuning converts only once). The file name hashes the model's
+structure (its modules, their settings and the source of their ``forward``), the input size, the
+conversion options, the device, dtype, batch size, mode, torch threads and the torch version.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 CACHE_ENV = "OCTIFY_CACHE_DIR"
 
@@ -22,6 +24,18 @@ def default_cache_dir() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "octify"
+
+
+def model_signature(model: Any) -> List[str]:
+    """What identifies a model's structure: its module tree (types and settings) and each module class's forward."""
+    parts = [repr(model)]
+    for kind in sorted({type(module) for module in model.modules()}, key=lambda k: (k.__module__, k.__qualname__)):
+        try:
+            source = inspect.getsource(kind.forward)
+        except (OSError, TypeError):
+            source = ""
+        parts.append(f"{kind.__module__}.{kind.__qualname__}\n{source}")
+    return parts
 
 
 def cache_key(parts: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ from ..plan import AlphaGroup
 from ..report import LayerCost, Report
 from ..report.coverage import SavingsWarning
 from ..report.latency import Latency
-from .cache import MeasurementCache, cache_key, default_cache_dir
+from .cache import MeasurementCache, cache_key, default_cache_dir, model_signature
 from .choose import LATENCY, MACS, Estimate, GroupCosts, Target, choose, choose_by_macs, missed_macs
 from .measure import Setting, batch_inputs, layer_groups, recorded_layers, runner
 from .result import Tuning, schedule_names
@@ -70,14 +70,12 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
                                    leaf_modules=list(leaf_modules), min_size=min_size, plain_stem=plain_stem,
                                    auto_leaf=auto_leaf)
     converter = _Converter(model, options)
-    variants: Dict[float, Conversion] = {}
-    for index, alpha in enumerate(candidates):
-        progress("converting at each alpha", index, len(candidates))
-        variants[alpha] = converter(alpha)
-    progress("converting at each alpha", len(candidates), len(candidates))
-    groups = _groups(variants.values())
-    costs = _mac_costs(groups, variants)
-    base_macs = variants[candidates[0]].report.original.macs
+    variants = _Variants(converter, candidates, progress)
+    folder = None if setting is None or cache_dir is None else default_cache_dir() if cache_dir == DEFAULT_CACHE \
+        else cache_dir
+    cache = MeasurementCache(folder, cache_key([*model_signature(model), _options_key(options), repr(candidates),
+                                                *(setting.cache_parts() if setting else [])]))
+    groups, costs, base_macs = _structure(cache, variants)
 
     def converted(alphas: Mapping[str, float]) -> Conversion:
         return converter(schedule_names(groups, alphas, candidates[-1]))
@@ -94,13 +92,8 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
         converter.warn(conversion)
         return _finish(model, conversion, tuning, None)
 
-    first = variants[candidates[0]]
-    cache = MeasurementCache(None if cache_dir is None else default_cache_dir() if cache_dir == DEFAULT_CACHE
-                             else cache_dir,
-                             cache_key([repr(model), first.module.code, repr(sorted(options.items(), key=str)),
-                                        repr([tuple(x.shape) for x in first.example_inputs]), repr(candidates),
-                                        *setting.cache_parts()]))
-    measurer = _Measurer(model, variants, groups, setting, timer or MedianTimer(), cache, progress)
+    measurer = _Measurer(model, variants, groups, _example_inputs(options), setting, timer or MedianTimer(), cache,
+                         progress)
     costs = measurer.layer_costs(costs)
     base_latency = measurer.original_latency()
     estimate, chose_missed = choose(costs, target, base_latency, base_macs)
@@ -125,6 +118,54 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
     latency = Latency(setting.describe(), times[0], times[1], estimated)
     converter.warn(conversion)
     return _finish(model, conversion, tuning, (latency, measurer.layer_seconds))
+
+
+class _Variants:
+    """The model converted at each candidate alpha, converted when first needed (a cached tuning needs none)."""
+
+    def __init__(self, converter: "_Converter", candidates: Sequence[float], progress: Progress) -> None:
+        self.converter, self.candidates, self.progress = converter, candidates, progress
+        self.conversions: Dict[float, Conversion] = {}
+
+    def all(self) -> Dict[float, Conversion]:
+        for index, alpha in enumerate(self.candidates):
+            if alpha not in self.conversions:
+                self.progress("converting at each alpha", index, len(self.candidates))
+                self.conversions[alpha] = self.converter(alpha)
+        self.progress("converting at each alpha", len(self.candidates), len(self.candidates))
+        return self.conversions
+
+
+def _structure(cache: MeasurementCache, variants: _Variants) -> Tuple[List[AlphaGroup], List[GroupCosts], int]:
+    """The groups, their MACs at each alpha and the original's MACs: from the cache, else from the variants."""
+    saved = cache.get("structure")
+    if isinstance(saved, dict):
+        groups = [AlphaGroup(name, tuple(writers), tuple(readers)) for name, writers, readers in saved["groups"]]
+        costs = [GroupCosts(name, {float(a): macs for a, macs in table.items()}) for name, table in saved["macs"]]
+        return groups, costs, saved["base_macs"]
+    conversions = variants.all()
+    groups = _groups(conversions.values())
+    costs = _mac_costs(groups, conversions)
+    base_macs = next(iter(conversions.values())).report.original.macs
+    cache.update({"structure": {"groups": [[g.name, list(g.writers), list(g.readers)] for g in groups],
+                                "macs": [[c.name, {str(a): m for a, m in c.macs.items()}] for c in costs],
+                                "base_macs": base_macs}})
+    return groups, costs, base_macs
+
+
+def _options_key(options: Mapping[str, Any]) -> str:
+    """The conversion options as text, example inputs by shape and dtype (their values do not matter)."""
+    shown = dict(options)
+    if shown["example_inputs"] is not None:
+        shown["example_inputs"] = [(tuple(x.shape), str(x.dtype)) for x in shown["example_inputs"]]
+    return repr(sorted(shown.items()))
+
+
+def _example_inputs(options: Mapping[str, Any]) -> Tuple[torch.Tensor, ...]:
+    """Inputs shaped as the conversion's (``example_inputs``, else ``input_shape``): sizes to measure at."""
+    if options["example_inputs"] is not None:
+        return tuple(options["example_inputs"])
+    return (torch.zeros(tuple(options["input_shape"])),)
 
 
 def _candidate_alphas(alphas: Sequence[float]) -> List[float]:
@@ -276,11 +317,12 @@ def _with_latencies(report: Report, latency: Latency, layer_seconds: Mapping[Lay
 class _Measurer:
     """Per-layer and whole-network timings, from the cache or measured (and then cached)."""
 
-    def __init__(self, model: nn.Module, variants: Mapping[float, Conversion], groups: List[AlphaGroup],
-                 setting: Setting, timer: Timer, cache: MeasurementCache, progress: Progress) -> None:
+    def __init__(self, model: nn.Module, variants: _Variants, groups: List[AlphaGroup],
+                 example_inputs: Sequence[torch.Tensor], setting: Setting, timer: Timer, cache: MeasurementCache,
+                 progress: Progress) -> None:
         self.model, self.variants, self.groups, self.setting = model, variants, groups, setting
         self.timer, self.cache, self.progress = timer, cache, progress
-        self.inputs = batch_inputs(next(iter(variants.values())).example_inputs, setting)
+        self.inputs = batch_inputs(example_inputs, setting)
         self.layer_seconds: Dict[LayerProbe, float] = {}
 
     def layer_costs(self, costs: List[GroupCosts]) -> List[GroupCosts]:
@@ -303,9 +345,10 @@ class _Measurer:
 
     def _measure_layers(self) -> Dict[LayerProbe, float]:
         owner = layer_groups(self.groups)
-        any_variant = next(iter(self.variants.values()))
+        variants = self.variants.all()
+        any_variant = next(iter(variants.values()))
         convolutions = [layer.name for layer in any_variant.report.original.layers if layer.alpha_in is not None]
-        networks = {0.0: self.model, **{alpha: variant.module for alpha, variant in self.variants.items()}}
+        networks = {0.0: self.model, **{alpha: variant.module for alpha, variant in variants.items()}}
         calls: Dict[str, Dict[LayerProbe, Callable[[], Any]]] = {}
         eager = dataclasses.replace(self.setting, mode="eager")
         for index, (alpha, network) in enumerate(networks.items()):
