@@ -60,7 +60,8 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
     leaves = resolve_leaves(model, request.leaves)
     try:
         if request.tuning:
-            conversion = octify.tune(model, **request.tuning.arguments(), progress=console.progress,
+            half = torch.float16 if request.tuning.device == "cuda" else None  # autocast on a GPU
+            conversion = octify.tune(model, **request.tuning.arguments(), dtype=half, progress=console.progress,
                                      leaf_modules=leaves, **_inputs(request.input_shapes))
         else:
             with console.step("converting"):
