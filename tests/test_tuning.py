@@ -37,8 +37,8 @@ class Net(nn.Module):
 
 
 class FakeTimer:
-    """Seconds from a table: each group's convolution costs ``costs[group][alpha]``, the operations around it
-    nothing; a whole network costs BASE less the table's savings, plus ``penalty(alphas)``."""
+    """Seconds from a table: each group's convolution costs ``costs[group][alpha]``, the stem the rest of BASE, the
+    other operations nothing; a whole network costs BASE less the table's savings, plus ``penalty(alphas)``."""
 
     def __init__(self, costs, penalty=lambda alphas: 0.0):
         self.costs, self.penalty = costs, penalty
@@ -50,6 +50,8 @@ class FakeTimer:
         return {probe: self.seconds(probe) for probe in functions}
 
     def seconds(self, probe):
+        if isinstance(probe, LayerProbe) and probe.layer == "stem":
+            return BASE - sum(table[0.0] for table in self.costs.values())
         if isinstance(probe, LayerProbe):
             return self.costs[probe.group][probe.alpha] if probe.layer == probe.group else 0.0
         alphas = dict(probe.schedule)

@@ -1,7 +1,7 @@
 """Choosing one alpha per group from measured costs (no torch here: plain numbers in, alphas out).
 
-The estimate of a schedule is the original's measured latency (and MACs) minus, per group, what
-its chosen alpha saves against alpha 0. The candidates are the schedules on the frontier between
+The estimate of a schedule is the original's latency (the sum of its operations' times, measured
+as the groups' are) and MACs minus, per group, what its chosen alpha saves against alpha 0. The candidates are the schedules on the frontier between
 latency and MACs (none other is both faster and smaller); a target picks one of them:
 
 * ``fastest``: each group at its fastest alpha; a group whose octave forms are not faster than its
@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 MACS, LATENCY, FASTEST = "macs", "latency", "fastest"
 FRONTIER_POINTS = 4000
+SLOWER = "fewer MACs would need a model estimated slower than the original, and never slower wins"
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def choose(groups: Sequence[GroupCosts], target: Target, base_latency: float,
         if meeting:
             return min(meeting, key=lambda c: (c.latency, c.macs)), None
         closest = min(never_slower, key=lambda c: (c.macs, c.latency))
-        return closest, missed_macs(target.ratio, closest.macs / base_macs, "a model slower than the original")
+        return closest, missed_macs(target.ratio, closest.macs / base_macs, SLOWER)
     limit = target.ratio * base_latency
     meeting = [c for c in never_slower if c.latency <= limit]
     if meeting:
@@ -138,9 +139,8 @@ def choose(groups: Sequence[GroupCosts], target: Target, base_latency: float,
                      f"({fastest.latency / base_latency - target.ratio:.3f} over)")
 
 
-def missed_macs(target: float, reached: float, because: str) -> str:
-    return (f"target_macs {target:g} missed: {reached:.3f} of the original's MACs ({reached - target:.3f} over); "
-            f"fewer would need {because}, and never slower than the original wins")
+def missed_macs(target: float, reached: float, why: str) -> str:
+    return f"target_macs {target:g} missed: {reached:.3f} of the original's MACs ({reached - target:.3f} over); {why}"
 
 
 def choose_by_macs(groups: Sequence[GroupCosts], target: float, base_macs: int) -> Tuple[Estimate, Optional[str]]:
@@ -159,4 +159,4 @@ def choose_by_macs(groups: Sequence[GroupCosts], target: float, base_macs: int) 
                 break
     if current.macs <= limit:
         return current, None
-    return current, missed_macs(target, current.macs / base_macs, "layers that cannot be octave")
+    return current, missed_macs(target, current.macs / base_macs, "the other convolutions cannot be octave")

@@ -6,7 +6,8 @@ channels-last) on the setting's device, under autocast when a half dtype is aske
 Per-layer times come from one eager run of each candidate network that records every operation's
 inputs; each operation is then timed again on them (the same-process, alternating, median discipline of
 :class:`~octify.tuning.timing.MedianTimer`). Each operation belongs to the group of the convolution
-it is (with what was fused into it) or follows (an operation takes the group of its first input's).
+it is (with what was fused into it) or follows (an operation takes the group of its first input's),
+else to :data:`UNGROUPED`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ EAGER, COMPILE = "eager", "compile"
 MODES = (EAGER, COMPILE)
 DEVICES = ("cpu", "cuda")
 Call = Tuple[Callable[..., Any], tuple, dict]
+UNGROUPED = ""  # the group of operations in no group (the stem, small maps, the classifier)
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,9 @@ def layer_groups(groups: Iterable[AlphaGroup]) -> Dict[str, str]:
 
 def recorded_layers(fast: nn.Module, inputs: Sequence[torch.Tensor], owner: Dict[str, str],
                     convolutions: Iterable[str], setting: Setting) -> Dict[str, Dict[str, Callable[[], Any]]]:
-    """Group -> {layer: a function that runs that operation once on its recorded inputs}, from one run of
-    ``fast`` (``for_inference``'s result). ``convolutions``: every convolution's name, so that one in no group
-    (the stem) does not pass a group on to what follows it."""
+    """Group (:data:`UNGROUPED` for the rest) -> {layer: a function that runs that operation once on its recorded
+    inputs}, from one run of ``fast`` (``for_inference``'s result). ``convolutions``: every convolution's name, so
+    that one in no group (the stem) does not pass a group on to what follows it."""
     graph_module = fast.module if isinstance(fast, Autocast) else fast
     if not isinstance(graph_module, fx.GraphModule):
         return {}
@@ -120,19 +122,19 @@ def recorded_layers(fast: nn.Module, inputs: Sequence[torch.Tensor], owner: Dict
 
 
 def _attribute(module: fx.GraphModule, owner: Dict[str, str], convolutions: set) -> Dict[fx.Node, Tuple[str, str]]:
-    """Node -> (group, layer name): convolutions by name, other operations from their first attributed input."""
+    """Node -> (group, layer name): convolutions by name, other operations from their first input in a group, the rest
+    :data:`UNGROUPED`."""
     attributed: Dict[fx.Node, Tuple[str, str]] = {}
     for node in module.graph.nodes:
         if node.op in ("placeholder", "get_attr", "output"):
             continue
         name = str(node.target) if node.op == "call_module" else node.name
         if node.op == "call_module" and (name in owner or name in convolutions):
-            if name in owner:
-                attributed[node] = (owner[name], name)
+            attributed[node] = (owner.get(name, UNGROUPED), name)
             continue
-        source = next((arg for arg in node.all_input_nodes if arg in attributed), None)
-        if source is not None:
-            attributed[node] = (attributed[source][0], name)
+        source = next((arg for arg in node.all_input_nodes if attributed.get(arg, (UNGROUPED,))[0] != UNGROUPED),
+                      None)
+        attributed[node] = (attributed[source][0] if source is not None else UNGROUPED, name)
     return attributed
 
 

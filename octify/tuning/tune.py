@@ -16,8 +16,8 @@ from ..report import LayerCost, Report
 from ..report.coverage import SavingsWarning
 from ..report.latency import Latency
 from .cache import MeasurementCache, cache_key, default_cache_dir, model_signature
-from .choose import LATENCY, MACS, Estimate, GroupCosts, Target, choose, choose_by_macs, missed_macs
-from .measure import Setting, batch_inputs, layer_groups, recorded_layers, runner
+from .choose import LATENCY, MACS, SLOWER, Estimate, GroupCosts, Target, choose, choose_by_macs, missed_macs
+from .measure import UNGROUPED, Setting, batch_inputs, layer_groups, recorded_layers, runner
 from .result import Tuning, schedule_names
 from .timing import LayerProbe, MedianTimer, ModelProbe, Timer
 
@@ -85,7 +85,7 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
         estimate, conversion = _meet_macs(lambda ratio: choose_by_macs(costs, ratio, base_macs), target.ratio,
                                           estimate, base_macs, converted)
         macs_ratio = conversion.report.ratios["macs"]
-        missed = missed_macs(target.ratio, macs_ratio, "layers that cannot be octave") \
+        missed = missed_macs(target.ratio, macs_ratio, "the other convolutions cannot be octave") \
             if macs_ratio > target.ratio else None
         tuning = Tuning(target, "MACs only, not measured", groups, estimate.alphas, costs, macs_ratio, candidates[-1],
                         missed=missed)
@@ -94,8 +94,7 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
 
     measurer = _Measurer(model, variants, groups, _example_inputs(options), setting, timer or MedianTimer(), cache,
                          progress)
-    costs = measurer.layer_costs(costs)
-    base_latency = measurer.original_latency()
+    costs, base_latency = measurer.layer_costs(costs)
     estimate, chose_missed = choose(costs, target, base_latency, base_macs)
     if target.kind == MACS:
         estimate, conversion = _meet_macs(lambda ratio: choose(costs, Target(MACS, ratio), base_latency, base_macs),
@@ -107,8 +106,9 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
     ratio = times[1] / times[0]
     missed = None
     if target.kind == MACS and macs_ratio > target.ratio:
-        missed = missed_macs(target.ratio, macs_ratio, "a model slower than the original" if chose_missed or corrections
-                             else "the MAC estimate was off: a further conversion")
+        missed = missed_macs(target.ratio, macs_ratio, SLOWER if chose_missed else (
+            "the end-to-end check made groups plain to keep the model no slower than the original" if corrections
+            else "layers between groups at different alphas cost more MACs than estimated"))
     elif target.kind == LATENCY and ratio > target.ratio:
         missed = (f"target_latency {target.ratio:g} missed: measured {ratio:.3f} of the original's latency "
                   f"({ratio - target.ratio:.3f} over); the fastest schedule found is no faster")
@@ -325,15 +325,22 @@ class _Measurer:
         self.inputs = batch_inputs(example_inputs, setting)
         self.layer_seconds: Dict[LayerProbe, float] = {}
 
-    def layer_costs(self, costs: List[GroupCosts]) -> List[GroupCosts]:
-        """``costs`` with each group's seconds per alpha: the sum over its operations, timed in place."""
+    def layer_costs(self, costs: List[GroupCosts]) -> Tuple[List[GroupCosts], float]:
+        """``costs`` with each group's seconds per alpha (the sum over its operations, timed in place), and the
+        original's seconds as the sum over all its operations: the frame the estimates are made in, so that they
+        compare times measured alike."""
         self.layer_seconds = self._cached_layers()
         if self.layer_seconds is None:
             self.layer_seconds = self._measure_layers()
         totals: Dict[str, Dict[float, float]] = {c.name: {alpha: 0.0 for alpha in c.macs} for c in costs}
+        rest = 0.0
         for probe, seconds in self.layer_seconds.items():
-            totals[probe.group][probe.alpha] += seconds
-        return [dataclasses.replace(c, latency=totals[c.name]) for c in costs]
+            if probe.group == UNGROUPED:
+                rest += seconds
+            else:
+                totals[probe.group][probe.alpha] += seconds
+        timed = [dataclasses.replace(c, latency=totals[c.name]) for c in costs]
+        return timed, rest + sum(c.latency[0.0] for c in timed)
 
     def _cached_layers(self) -> Optional[Dict[LayerProbe, float]]:
         listed = self.cache.get("layers")
@@ -358,10 +365,12 @@ class _Measurer:
                 for layer, call in layers.items():
                     calls.setdefault(group, {})[LayerProbe(group, layer, alpha)] = call
         measured: Dict[LayerProbe, float] = {}
-        for index, group in enumerate(self.groups):
-            self.progress("timing layers", index, len(self.groups))
-            measured.update(self.timer(calls.get(group.name, {})))
-        self.progress("timing layers", len(self.groups), len(self.groups))
+        names = [group.name for group in self.groups] + [UNGROUPED]
+        for index, name in enumerate(names):
+            self.progress("timing layers", index, len(names))
+            measured.update(self.timer({probe: call for probe, call in calls.get(name, {}).items()
+                                        if name != UNGROUPED or probe.alpha == 0}))  # the rest: once, as original
+        self.progress("timing layers", len(names), len(names))
         self.cache.update({**{probe.key(): seconds for probe, seconds in measured.items()},
                            "layers": [[probe.group, probe.layer, probe.alpha] for probe in measured]})
         return measured
