@@ -73,9 +73,7 @@ def runner(module: nn.Module, setting: Setting) -> Tuple[nn.Module, Callable[[Se
 
 
 def _compiled(module: nn.Module) -> Callable[..., Any]:
-    from torch._inductor import config as inductor_config
-    inductor_config.freezing = True  # weights as constants: prepacked, folded into fused kernels
-    return torch.compile(module)
+    return torch.compile(module, options={"freezing": True})  # weights as constants: prepacked, fused
 
 
 def _synchronize(setting: Setting) -> None:
