@@ -119,8 +119,8 @@ def choose(groups: Sequence[GroupCosts], target: Target, base_latency: float,
            base_macs: int) -> Tuple[Estimate, Optional[str]]:
     """The schedule ``target`` asks for, and why the target is missed (None when met), from measured costs."""
     fastest = estimate(groups, fastest_alphas(groups), base_latency, base_macs)
-    candidates = [estimate(groups, alphas, base_latency, base_macs) for alphas in frontier(groups)]
-    never_slower = [c for c in candidates if c.latency <= base_latency] or [fastest]
+    candidates = [fastest] + [estimate(groups, alphas, base_latency, base_macs) for alphas in frontier(groups)]
+    never_slower = [c for c in candidates if c.latency <= base_latency]  # the fastest always is
     if target.kind == FASTEST:
         return fastest, None
     if target.kind == MACS:
