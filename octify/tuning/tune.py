@@ -104,20 +104,27 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
     alphas, conversion, times, corrections = _check_end_to_end(estimate.alphas, conversion, costs, measurer, converted)
     macs_ratio = _macs_ratio(conversion)
     ratio = times[1] / times[0]
-    missed = None
-    if target.kind == MACS and macs_ratio > target.ratio:
-        missed = missed_macs(target.ratio, macs_ratio, SLOWER if chose_missed else (
-            "the end-to-end check made groups plain to keep the model no slower than the original" if corrections
-            else "layers between groups at different alphas cost more MACs than estimated"))
-    elif target.kind == LATENCY and ratio > target.ratio:
-        missed = (f"target_latency {target.ratio:g} missed: measured {ratio:.3f} of the original's latency "
-                  f"({ratio - target.ratio:.3f} over); the fastest schedule found is no faster")
+    missed = _missed(target, macs_ratio, ratio, chose_missed is not None, bool(corrections))
     estimated = estimate.latency / base_latency if alphas == estimate.alphas else None
     tuning = Tuning(target, setting.describe(), groups, alphas, costs, macs_ratio, candidates[-1], estimated, ratio,
                     missed, corrections, [name for name in estimate.alphas if estimate.alphas[name] != alphas[name]])
     latency = Latency(setting.describe(), times[0], times[1], estimated)
     converter.warn(conversion)
     return _finish(model, conversion, tuning, (latency, measurer.layer_seconds))
+
+
+def _missed(target: Target, macs_ratio: float, ratio: float, chose_missed: bool, corrected: bool) -> Optional[str]:
+    """Why a measured tuning's result misses its target, with the amount; None when it meets it."""
+    if target.kind == MACS and macs_ratio > target.ratio:
+        return missed_macs(target.ratio, macs_ratio, SLOWER if chose_missed else (
+            "the end-to-end check made groups plain to keep the model no slower than the original" if corrected
+            else "layers between groups at different alphas cost more MACs than estimated"))
+    if target.kind == LATENCY and ratio > target.ratio:
+        why = "no schedule was estimated within it, so this is the fastest" if chose_missed else \
+            "the schedule estimated within it measured slower end to end"
+        return (f"target_latency {target.ratio:g} missed: measured {ratio:.3f} of the original's latency "
+                f"({ratio - target.ratio:.3f} over); {why}")
+    return None
 
 
 class _Variants:
