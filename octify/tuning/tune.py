@@ -23,7 +23,7 @@ from .timing import LayerProbe, MedianTimer, ModelProbe, Timer
 
 CANDIDATE_ALPHAS = (0.25, 0.5, 0.75)
 MAC_CORRECTIONS = 3  # further conversions that may tighten the MAC estimate towards a MAC target
-DEFAULT_CACHE = "default"
+DEFAULT_CACHE = object()  # cache_dir's default: $OCTIFY_CACHE_DIR or ~/.cache/octify
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 Chooser = Callable[[float], Tuple[Estimate, Optional[str]]]
 
@@ -71,7 +71,7 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
                                    auto_leaf=auto_leaf)
     converter = _Converter(model, options)
     variants = _Variants(converter, candidates, progress)
-    folder = None if setting is None or cache_dir is None else default_cache_dir() if cache_dir == DEFAULT_CACHE \
+    folder = None if setting is None or cache_dir is None else default_cache_dir() if cache_dir is DEFAULT_CACHE \
         else cache_dir
     cache = MeasurementCache(folder, cache_key([*model_signature(model), _options_key(options), repr(candidates),
                                                 *(setting.cache_parts() if setting else [])]))
