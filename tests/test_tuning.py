@@ -4,6 +4,7 @@ A fake timer returns costs from a table, so every choice here follows from the t
 test runs the real timer on a tiny network and checks only what holds whatever the timings are.
 """
 import itertools
+import sys
 import warnings
 
 import pytest
@@ -168,6 +169,25 @@ def test_a_second_tuning_reads_every_time_from_the_cache(tmp_path):
     assert "converting at each alpha" in steps[first] and steps[second] == []  # the cache also holds the groups
     assert results[0].alphas == results[1].alphas and results[0].measured_ratio == results[1].measured_ratio
     assert len(list(tmp_path.glob("latency-*.json"))) == 2
+
+
+def slow_c(alphas):
+    """A whole-network penalty when group c is octave: the end-to-end check makes it plain."""
+    return 2.0 if alphas.get("c") else 0.0
+
+
+def test_a_cached_tuning_converts_only_its_result(tmp_path, monkeypatch):
+    table = costs(a=(1.0, 0.5, 0.5, 0.5), b=(1.0, 0.8, 0.8, 0.8), c=(1.0, 0.9, 0.9, 0.9))
+    first = tune(Net(), fastest=True, timer=FakeTimer(table, slow_c), cache_dir=tmp_path, input_shape=SHAPE).tuning
+    module = sys.modules["octify.tuning.tune"]
+    conversions = []
+    real = module.convert
+    monkeypatch.setattr(module, "convert", lambda *args, **kw: conversions.append(args[1]) or real(*args, **kw))
+    timer = FakeTimer(table, slow_c)
+    second = tune(Net(), fastest=True, timer=timer, cache_dir=tmp_path, input_shape=SHAPE).tuning
+    assert timer.calls == 0 and len(conversions) == 1 and conversions[0]["c"] == 0.0
+    assert (second.alphas, second.corrections, second.measured_ratio) == (first.alphas, first.corrections,
+                                                                         first.measured_ratio)
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])

@@ -77,14 +77,13 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
                                                 *(setting.cache_parts() if setting else [])]))
     groups, costs, base_macs = _structure(cache, variants)
 
-    def converted(alphas: Mapping[str, float]) -> Conversion:
-        return converter(schedule_names(groups, alphas, candidates[-1]))
-
+    schedules = _Schedules(converter, groups, candidates[-1], cache)
     if setting is None:
         estimate, _ = choose_by_macs(costs, target.ratio, base_macs)
-        estimate, conversion = _meet_macs(lambda ratio: choose_by_macs(costs, ratio, base_macs), target.ratio,
-                                          estimate, base_macs, converted)
-        macs_ratio = conversion.report.ratios["macs"]
+        estimate = _meet_macs(lambda ratio: choose_by_macs(costs, ratio, base_macs), target.ratio, estimate,
+                              base_macs, schedules)
+        conversion = schedules.conversion(estimate.alphas)
+        macs_ratio = _macs_ratio(conversion)
         missed = missed_macs(target.ratio, macs_ratio, "the other convolutions cannot be octave") \
             if macs_ratio > target.ratio else None
         tuning = Tuning(target, "MACs only, not measured", groups, estimate.alphas, costs, macs_ratio, candidates[-1],
@@ -97,11 +96,10 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
     costs, base_latency = measurer.layer_costs(costs)
     estimate, chose_missed = choose(costs, target, base_latency, base_macs)
     if target.kind == MACS:
-        estimate, conversion = _meet_macs(lambda ratio: choose(costs, Target(MACS, ratio), base_latency, base_macs),
-                                          target.ratio, estimate, base_macs, converted)
-    else:
-        conversion = converted(estimate.alphas)
-    alphas, conversion, times, corrections = _check_end_to_end(estimate.alphas, conversion, costs, measurer, converted)
+        estimate = _meet_macs(lambda ratio: choose(costs, Target(MACS, ratio), base_latency, base_macs),
+                              target.ratio, estimate, base_macs, schedules)
+    alphas, times, corrections = _check_end_to_end(estimate.alphas, costs, measurer, schedules)
+    conversion = schedules.conversion(alphas)
     macs_ratio = _macs_ratio(conversion)
     ratio = times[1] / times[0]
     missed = _missed(target, macs_ratio, ratio, chose_missed is not None, bool(corrections))
@@ -125,6 +123,34 @@ def _missed(target: Target, macs_ratio: float, ratio: float, chose_missed: bool,
         return (f"target_latency {target.ratio:g} missed: measured {ratio:.3f} of the original's latency "
                 f"({ratio - target.ratio:.3f} over); {why}")
     return None
+
+
+class _Schedules:
+    """Conversions by group alphas, each made once; their counted MAC ratios are cached too, so that a cached
+    tuning converts only its result."""
+
+    def __init__(self, converter: "_Converter", groups: List[AlphaGroup], others: float,
+                 cache: MeasurementCache) -> None:
+        self.converter, self.groups, self.others, self.cache = converter, groups, others, cache
+        self.made: Dict[Tuple[Tuple[str, float], ...], Conversion] = {}
+
+    @staticmethod
+    def key(alphas: Mapping[str, float]) -> Tuple[Tuple[str, float], ...]:
+        return tuple(sorted(alphas.items()))
+
+    def conversion(self, alphas: Mapping[str, float]) -> Conversion:
+        key = self.key(alphas)
+        if key not in self.made:
+            self.made[key] = self.converter(schedule_names(self.groups, alphas, self.others))
+        return self.made[key]
+
+    def macs_ratio(self, alphas: Mapping[str, float]) -> float:
+        name = f"macs {ModelProbe(self.key(alphas)).key()}"
+        ratio = self.cache.get(name)
+        if not isinstance(ratio, float):
+            ratio = _macs_ratio(self.conversion(alphas))
+            self.cache.update({name: ratio})
+        return ratio
 
 
 class _Variants:
@@ -231,15 +257,15 @@ def _mac_costs(groups: List[AlphaGroup], variants: Mapping[float, Conversion]) -
 
 
 def _meet_macs(chooser: Chooser, target: float, estimate: Estimate, base_macs: int,
-               converted: Callable[[Mapping[str, float]], Conversion]) -> Tuple[Estimate, Conversion]:
-    """The estimate's conversion; where its counted MACs exceed ``target`` although the estimate met it (layers
-    whose input and output alphas differ), the estimate's error is taken off the target and the choice made
-    again, up to :data:`MAC_CORRECTIONS` times."""
-    conversion = converted(estimate.alphas)
+               schedules: "_Schedules") -> Estimate:
+    """The estimate, or where its counted MACs exceed ``target`` although the estimate met it (layers whose input
+    and output alphas differ), the choice made again with the estimate's error taken off the target, up to
+    :data:`MAC_CORRECTIONS` times."""
     limit = target
     for _ in range(MAC_CORRECTIONS):
-        error = _macs_ratio(conversion) - estimate.macs / base_macs
-        if _macs_ratio(conversion) <= target or estimate.macs > limit * base_macs or error <= 0:
+        counted = schedules.macs_ratio(estimate.alphas)
+        error = counted - estimate.macs / base_macs
+        if counted <= target or estimate.macs > limit * base_macs or error <= 0:
             break
         limit -= error
         if limit <= 0:
@@ -247,17 +273,15 @@ def _meet_macs(chooser: Chooser, target: float, estimate: Estimate, base_macs: i
         tighter, _ = chooser(limit)
         if tighter.alphas == estimate.alphas:
             break
-        estimate, conversion = tighter, converted(tighter.alphas)
-    return estimate, conversion
+        estimate = tighter
+    return estimate
 
 
-def _check_end_to_end(alphas: Mapping[str, float], conversion: Conversion, costs: List[GroupCosts],
-                      measurer: "_Measurer", converted: Callable[[Mapping[str, float]], Conversion]
-                      ) -> Tuple[Dict[str, float], Conversion, Tuple[float, float], List[str]]:
+def _check_end_to_end(alphas: Mapping[str, float], costs: List[GroupCosts], measurer: "_Measurer",
+                      schedules: "_Schedules") -> Tuple[Dict[str, float], Tuple[float, float], List[str]]:
     """Time the conversion against the original (a freshly measured "slower" is measured twice and averaged); while it
     is slower, the per-layer estimate was wrong somewhere: make plain the octave groups whose estimated saving is
-    least (1, then 1, 2, 4... more). Returns the alphas, their conversion, the (original, converted) seconds and what
-    was changed."""
+    least (1, then 1, 2, 4... more). Returns the alphas, the (original, converted) seconds and what was changed."""
     alphas = dict(alphas)
     saving = {c.name: c.latency[0.0] - c.latency[alphas[c.name]] for c in costs}
     octave = sorted((name for name, alpha in alphas.items() if alpha > 0), key=lambda name: (saving[name], name))
@@ -268,22 +292,24 @@ def _check_end_to_end(alphas: Mapping[str, float], conversion: Conversion, costs
             original = measurer.original_latency()
             if octave:
                 corrections.append("every group is plain: the result computes as the original does")
-            return alphas, conversion, (original, original), corrections
-        schedule = tuple(sorted(alphas.items()))
-        original, seconds, measured = measurer.whole(schedule, conversion)
+            return alphas, (original, original), corrections
+        schedule = _Schedules.key(alphas)
+
+        def network(alphas: Mapping[str, float] = dict(alphas)) -> nn.Module:
+            return schedules.conversion(alphas).module
+        original, seconds, measured = measurer.whole(schedule, network)
         if measured and seconds > original:  # noise alone can tip a ratio near 1: a second measurement decides too
-            again_original, again_seconds, _ = measurer.whole(schedule, conversion, fresh=True)
+            again_original, again_seconds, _ = measurer.whole(schedule, network, fresh=True)
             original, seconds = (original + again_original) / 2, (seconds + again_seconds) / 2
             measurer.remember(schedule, original, seconds)
         ratio = seconds / original
         if ratio <= 1:
-            return alphas, conversion, (original, seconds), corrections
+            return alphas, (original, seconds), corrections
         names = octave[dropped:dropped + max(1, dropped)]
         dropped += len(names)
         corrections.append(f"measured end to end at {ratio:.3f} of the original's latency, slower: made plain "
                            f"{', '.join(names)} (least estimated saving)")
         alphas.update({name: 0.0 for name in names})
-        conversion = converted(alphas)
 
 
 def _finish(model: nn.Module, conversion: Conversion, tuning: Tuning,
@@ -385,17 +411,17 @@ class _Measurer:
     def original_latency(self) -> float:
         return self.whole((), None)[0]
 
-    def whole(self, schedule: Tuple[Tuple[str, float], ...], conversion: Optional[Conversion],
+    def whole(self, schedule: Tuple[Tuple[str, float], ...], network: Optional[Callable[[], nn.Module]],
               fresh: bool = False) -> Tuple[float, float, bool]:
-        """Seconds of the original and of ``conversion`` (whose group alphas are ``schedule``; the original again
-        when empty), timed alternately, and whether they were measured now (else read from the cache; ``fresh``:
-        measure whatever the cache holds)."""
+        """Seconds of the original and of ``network()``, the conversion whose group alphas are ``schedule`` (the
+        original again when empty), timed alternately, and whether they were measured now: a pair measured together
+        is cached by schedule and read back unless ``fresh``."""
+        saved = self.cache.get(ModelProbe(schedule).key())
+        if isinstance(saved, list) and len(saved) == 2 and not fresh:
+            return saved[0], saved[1], False
         probes = [ModelProbe(())] + ([ModelProbe(schedule)] if schedule else [])
-        values = [self.cache.get(probe.key()) for probe in probes]
-        if all(isinstance(v, float) for v in values) and not fresh:
-            return values[0], values[-1], False
         self.progress("timing the whole network", 0, 1)
-        networks = [self.model] + ([conversion.module] if schedule else [])
+        networks = [self.model] + ([network()] if schedule else [])
         functions = {}
         for probe, network in zip(probes, networks):
             run = runner(network, self.setting)[1]
@@ -406,4 +432,4 @@ class _Measurer:
         return measured[probes[0]], measured[probes[-1]], True
 
     def remember(self, schedule: Tuple[Tuple[str, float], ...], original: float, converted: float) -> None:
-        self.cache.update({ModelProbe(()).key(): original, ModelProbe(schedule).key(): converted})
+        self.cache.update({ModelProbe(schedule).key(): [original, converted]})
