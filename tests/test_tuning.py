@@ -90,6 +90,14 @@ def test_the_groups_are_the_convolutions_that_share_an_alpha():
                                                                            ("c", ("c",), ())]
 
 
+def test_every_convolution_with_an_octave_output_writes_a_group():
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 1), nn.ReLU(),
+                        nn.Conv2d(32, 32, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(32, 32, 1))
+    conversion = octify.convert(net, 0.5, input_shape=SHAPE)
+    octave = {layer.name for layer in conversion.report.converted.layers if layer.alpha_out}
+    assert octave == {"1", "3"} and octave <= {name for g in conversion.groups for name in g.writers}
+
+
 def test_fastest_takes_each_groups_fastest_alpha_and_keeps_plain_what_does_not_pay():
     timer = FakeTimer(costs(a=(1.0, 0.9, 0.8, 0.85), b=(1.0, 1.0, 1.2, 1.1), c=(1.0, 0.95, 0.95, 0.95)))
     tuning = run(timer, fastest=True).tuning

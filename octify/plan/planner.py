@@ -227,6 +227,8 @@ class Planner:
         useless = self._why_not_useful(group)
         if useless:
             return None, useless
+        self.group_writers[self.classes.find(first)] = tuple(dict.fromkeys(  # its split follows the schedule
+            conv_name(n) for n in [first] + [n for n in group if self.categories[n] == CONV and n is not first]))
         count = channels(first)
         unit = self._group_unit(group)
         if unit > 1:  # grouped convolutions: each group split on its own where every group can split alike
@@ -244,8 +246,6 @@ class Planner:
                 self.notes.append(Note(conv_name(other), "schedule",
                                        f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
                                        f"is added to that of {conv_name(first)}, and both must split alike"))
-        self.group_writers[self.classes.find(first)] = tuple(dict.fromkeys(
-            conv_name(n) for n in [first] + [n for n in group if self.categories[n] == CONV and n is not first]))
         return self._alpha_split(group, count, alpha, unit), None
 
     def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
