@@ -18,12 +18,13 @@ _LOCATIONS = {
     "for_inference": ".inference", "calibrate": ".recovery", "distill": ".recovery",
     "DistillationLoss": ".recovery", "DistillResult": ".recovery",
     "Schedule": ".plan", "ModelCost": ".report", "Report": ".report", "cost": ".report",
+    "tune": ".tuning", "Tuning": ".tuning",
 }
 _SUBMODULES = ("export",)
 
 __all__ = ["Conversion", "ConversionError", "InternalError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference",
-           "calibrate", "distill", "DistillationLoss", "DistillResult"]
+           "calibrate", "distill", "DistillationLoss", "DistillResult", "tune", "Tuning"]
 
 if TYPE_CHECKING:
     from . import export
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .plan import Schedule
     from .recovery import DistillationLoss, DistillResult, calibrate, distill
     from .report import ModelCost, Report, cost
+    from .tuning import Tuning, tune
 
 
 def __getattr__(name: str) -> Any:

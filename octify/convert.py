@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import fx, nn
@@ -16,7 +16,7 @@ from .capture.tracer import LeafSpec
 from .leaf_networks import convert_leaf_children
 from .notes import Note
 from .ops import accepted_shape
-from .plan import Schedule, make_plan
+from .plan import AlphaGroup, Schedule, make_plan
 from .plan.schedule import ScheduleLike
 from .report import Report, build_report
 from .report.coverage import SavingsWarning
@@ -26,16 +26,23 @@ from .rules.channels_last import channels_first
 from .rules.registry import CONV, find_rule
 from .verify import check_same_outputs
 
+if TYPE_CHECKING:
+    from .tuning import Tuning
+
 
 @dataclass(repr=False)
 class Conversion:
-    """The result of :func:`convert`: the octave ``module``, its cost ``report``, and the recorded ``notes``."""
+    """The result of :func:`convert`: the octave ``module``, its cost ``report``, and the recorded ``notes``;
+    ``groups``: the convolutions that share one alpha (see :class:`octify.plan.AlphaGroup`); ``tuning``: how
+    :func:`octify.tune` chose the schedule (None for ``convert``)."""
 
     module: fx.GraphModule
     report: Report
     notes: List[Note] = field(default_factory=list)
     capture_method: str = ""
     example_inputs: Tuple[torch.Tensor, ...] = ()
+    groups: List[AlphaGroup] = field(default_factory=list)
+    tuning: Optional["Tuning"] = None
 
     def explain(self) -> str:
         """Every recorded decision, one per line."""
@@ -110,7 +117,7 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
         warnings.warn(shortfall, SavingsWarning, stacklevel=2)
     for node in module.graph.nodes:  # shapes were for checking and costing; the module is general
         node.meta.pop("val", None)
-    return Conversion(module, report, notes, captured.describe(), inputs)
+    return Conversion(module, report, notes, captured.describe(), inputs, plan.groups)
 
 
 def _fixed_shape_note(name: str, inputs: Sequence[torch.Tensor], fixed_dims: Sequence[Tuple[int, ...]]) -> Note:

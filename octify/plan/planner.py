@@ -46,15 +46,30 @@ class _Why:
     source: Optional[fx.Node] = None
 
 
+@dataclass(frozen=True)
+class AlphaGroup:
+    """Convolutions that share one alpha: those writing one class of feature maps that takes its split from
+    the schedule (``writers``; the class takes the alpha of the first, ``name``), and those that only read it
+    (``readers``: their own output stays plain for another reason, such as small maps)."""
+
+    name: str
+    writers: Tuple[str, ...]
+    readers: Tuple[str, ...] = ()
+
+
 @dataclass
 class Plan:
-    """The decisions: a split (or None for plain) per feature-map node, per-conv splits, and notes."""
+    """The decisions: a split (or None for plain) per feature-map node, per-conv splits, and notes.
+
+    ``groups`` lists the classes whose split comes from the schedule's alpha (see :class:`AlphaGroup`).
+    """
 
     categories: Dict[fx.Node, str]
     layouts: Dict[fx.Node, Split]
     conv_splits: Dict[fx.Node, Tuple[Split, Split]]
     boundary_reasons: Dict[fx.Node, str]
     notes: List[Note] = field(default_factory=list)
+    groups: List[AlphaGroup] = field(default_factory=list)
 
     def layout(self, node: object) -> Split:
         return self.layouts.get(node) if isinstance(node, fx.Node) else None
@@ -108,6 +123,7 @@ class Planner:
         self.notes: List[Note] = []
         self.classes = _UnionFind()
         self.selections: Dict[fx.Node, Tuple[fx.Node, Tuple[int, ...]]] = {}
+        self.group_writers: Dict[fx.Node, Tuple[str, ...]] = {}  # class root -> convolutions writing it
 
     def _conv(self, node: fx.Node) -> ConvFacts:
         return conv_facts(node, self.modules)
@@ -211,6 +227,8 @@ class Planner:
         useless = self._why_not_useful(group)
         if useless:
             return None, useless
+        self.group_writers[self.classes.find(first)] = tuple(dict.fromkeys(  # its split follows the schedule
+            conv_name(n) for n in [first] + [n for n in group if self.categories[n] == CONV and n is not first]))
         count = channels(first)
         unit = self._group_unit(group)
         if unit > 1:  # grouped convolutions: each group split on its own where every group can split alike
@@ -407,8 +425,10 @@ class Planner:
         return unit
 
     # -- 4. per-conv splits ------------------------------------------------------------------
-    def _conv_splits(self, layouts: Dict[fx.Node, Split],
-                     reasons: Dict[fx.Node, _Why]) -> Dict[fx.Node, Tuple[Split, Split]]:
+    def _conv_splits(self, layouts: Dict[fx.Node, Split], reasons: Dict[fx.Node, _Why],
+                     readers: Dict[fx.Node, List[str]]) -> Dict[fx.Node, Tuple[Split, Split]]:
+        """Each convolution's input and output split; ``readers`` collects, per class, the convolutions that
+        read it and write a plain output."""
         result = {}
         for node in self.nodes:
             if self.categories[node] != CONV:
@@ -425,6 +445,8 @@ class Planner:
                                        f"groups={conv.groups} need the low channels last in whole groups, or the "
                                        "same channels low in every group, on both sides"))
             result[node] = (in_split, out_split)
+            if in_split is not None and out_split is None:
+                readers.setdefault(self.classes.find(source), []).append(conv_name(node))
             if out_split is None:
                 self.notes.append(self._plain_note(node, own_reason or reasons.get(self.classes.find(node))))
         return result
@@ -433,8 +455,11 @@ class Planner:
         self._categorize()
         self._join()
         layouts, reasons = self._decide()
-        conv_splits = self._conv_splits(layouts, reasons)
-        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes)
+        readers: Dict[fx.Node, List[str]] = {}
+        conv_splits = self._conv_splits(layouts, reasons, readers)
+        groups = [AlphaGroup(writers[0], writers, tuple(readers.get(root, ())))
+                  for root, writers in self.group_writers.items()]
+        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes, groups)
 
 
 def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True) -> Plan:
