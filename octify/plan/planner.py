@@ -229,6 +229,12 @@ class Planner:
             return None, useless
         self.group_writers[self.classes.find(first)] = tuple(dict.fromkeys(  # its split follows the schedule
             conv_name(n) for n in [first] + [n for n in group if self.categories[n] == CONV and n is not first]))
+        for other in willing[1:]:
+            other_alpha, pattern = self.schedule.lookup(conv_name(other))
+            if other_alpha != alpha:
+                self.notes.append(Note(conv_name(other), "schedule",
+                                       f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
+                                       f"is added to that of {conv_name(first)}, and both must split alike"))
         count = channels(first)
         unit = self._group_unit(group)
         if unit > 1:  # grouped convolutions: each group split on its own where every group can split alike
@@ -240,12 +246,6 @@ class Planner:
             grouping = f" in whole groups of {unit}" if unit > 1 else ""
             return None, _Why("alpha leaves a branch empty",
                               lambda conv: f"alpha {alpha:g} of its {count} channels{grouping} leaves a branch empty")
-        for other in willing[1:]:
-            other_alpha, pattern = self.schedule.lookup(conv_name(other))
-            if other_alpha != alpha:
-                self.notes.append(Note(conv_name(other), "schedule",
-                                       f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
-                                       f"is added to that of {conv_name(first)}, and both must split alike"))
         return self._alpha_split(group, count, alpha, unit), None
 
     def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
