@@ -4,7 +4,8 @@ A submodule that torch.fx cannot trace (data-dependent control flow) becomes a l
 as it is. Its children usually trace: each child that holds a convolution and is called once,
 with tensors only, is converted on its own, on the inputs it received while the model ran on
 the example input, with plain inputs and outputs (its first convolution reads a plain map, so
-it is not treated as a stem). The leaf's control flow stays; only its children change. A child
+it is not treated as a stem). A child that is a single convolution stays as it is: with a
+plain input and output it has nothing to gain. The leaf's control flow stays; only its children change. A child
 that cannot be converted, or would save nothing, stays as it is, with a note.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ def convert_leaf_children(plain: fx.GraphModule, converted: fx.GraphModule, leav
     converted (``convert_child`` returns a :class:`~octify.Conversion`); ``plain`` is the captured model
     the leaves come from. Returns the notes and the qualified names of the children converted."""
     children = {f"{leaf}.{name}": child for leaf in leaves if leaf
-                for name, child in plain.get_submodule(leaf).named_children() if has_convolution(child)}
+                for name, child in plain.get_submodule(leaf).named_children()
+                if has_convolution(child) and not isinstance(child, nn.Conv2d)}  # a lone conv has nothing to pair
     calls = _record_calls(plain, inputs, children)
     notes: List[Note] = []
     done: List[str] = []

@@ -154,16 +154,13 @@ def test_leaves_say_so_and_are_counted_by_measurement():
 
 
 class OnTheHost(nn.Module):
-    """A layer that leaves the tensor world (numpy) and refuses negative values: neither traced, nor run on fake
-    tensors, nor on a random input of the recorded shape."""
+    """A layer that leaves the tensor world (numpy): neither traced nor run on fake tensors."""
 
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.ones(1))
 
     def forward(self, x):
-        if (x.detach().numpy() < 0).any():
-            raise ValueError("OnTheHost takes non-negative maps")
         return x * torch.from_numpy(self.scale.detach().numpy())
 
 
@@ -175,7 +172,7 @@ class Hosted(nn.Module):
         self.host = OnTheHost()
 
     def forward(self, x):
-        return self.host(torch.relu(self.body(self.stem(x))))
+        return self.host(self.body(self.stem(x)))
 
 
 def test_what_cannot_be_counted_is_listed_once_and_the_ratio_says_so():
