@@ -4,6 +4,7 @@
     python benchmarks/benchmark.py --quick         # resnet50 at alpha 0.5 only
     python benchmarks/benchmark.py --processes 3   # each model in 3 fresh processes, medians
     python benchmarks/benchmark.py --quick --compile  # both models through torch.compile (inductor)
+    python benchmarks/benchmark.py --quick --device cuda  # on a GPU: channels-last, float16 autocast
 
 For every model and alpha: the original (torchvision, ``weights=None``) and
 ``octify.convert(original, alpha).module``, both passed through ``octify.for_inference``
@@ -51,6 +52,7 @@ MODELS = ("resnet50", "resnet18", "mobilenet_v2", "densenet121", "regnet_y_800mf
 ALPHAS = (0.25, 0.5, 0.75)
 BATCHES = (1, 8)
 TRAIN_BATCH = 8
+DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}  # autocast dtypes
 MiB = 2 ** 20
 ROW_PREFIX = "ROW "
 
@@ -124,10 +126,13 @@ def _use_all_cpus() -> None:
 
 def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> Row:
     """Every measurement for one (model, alpha)."""
-    fast_original, fast_converted = octify.for_inference(original), octify.for_inference(converted)
+    dtype = DTYPES[args.dtype]
+    fast_original, fast_converted = (octify.for_inference(module, device=args.device, dtype=dtype)
+                                     for module in (original, converted))
     sample = torch.randn(1, 3, args.size, args.size)
-    with torch.no_grad():
-        _check_same(fast_converted(sample), converted.eval()(sample), f"{name} alpha={alpha}")
+    if dtype is None:
+        with torch.no_grad():
+            _check_same(fast_converted(sample.to(args.device)).cpu(), converted.eval()(sample), f"{name} alpha={alpha}")
     runners = (fast_original, fast_converted)
     if args.compile:
         from torch._inductor import config as inductor_config
@@ -137,10 +142,11 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
     row = Row(name, alpha, _mac_ratio(original, converted, sample))
     for batch in args.batches:
         wait_until_idle(args.wait_idle)
-        x = torch.randn(batch, 3, args.size, args.size)
+        x = torch.randn(batch, 3, args.size, args.size, device=args.device).contiguous(
+            memory_format=torch.channels_last)
         with torch.inference_mode():
-            times = median_latencies({"original": lambda: runners[0](x), "converted": lambda: runners[1](x)},
-                                     args.repeats)
+            times = median_latencies({"original": lambda: _synchronized(runners[0], x, args.device),
+                                      "converted": lambda: _synchronized(runners[1], x, args.device)}, args.repeats)
         row.latency[batch] = (times["original"], times["converted"])
     if args.train and alpha in args.train_alphas:
         wait_until_idle(args.wait_idle)
@@ -150,6 +156,14 @@ def measure(name: str, alpha: float, original: nn.Module, converted: nn.Module, 
         row.memory = (peak_activation_bytes(fast_original, sample), peak_activation_bytes(fast_converted, sample),
                       estimate)
     return row
+
+
+def _synchronized(module: nn.Module, x: torch.Tensor, device: str) -> object:
+    """One call, waited for on a GPU (its kernels run asynchronously)."""
+    result = module(x)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return result
 
 
 def _training_step_times(original: nn.Module, converted: nn.Module, args: argparse.Namespace) -> tuple:
@@ -248,6 +262,10 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--compile", nargs="?", const="python", choices=("python", "cpp"),
                         help="torch.compile both optimized modules before timing (inductor with frozen weights, "
                              "its wrapper code in Python or, with 'cpp', in C++; minutes per model)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where to run; the training step and memory columns are measured on cpu in float32 only")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), help="autocast dtype (default: float16 on cuda, "
+                                                               "float32 (no autocast) on cpu)")
     parser.add_argument("--processes", type=int, default=1,
                         help="repeat each model's measurements in this many fresh processes (medians)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one JSON row per line
@@ -256,6 +274,12 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args.argv = _options_for_children(sys.argv[1:] if argv is None else list(argv))
     if args.quick:
         args.models, args.alphas, args.repeats, args.train_repeats = ["resnet50"], [0.5], 7, 3
+    if args.dtype is None:
+        args.dtype = "float16" if args.device == "cuda" else "float32"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch finds no CUDA device here")
+    args.train = args.train and args.device == "cpu"  # the training step and memory are measured on the CPU only
+    args.memory = args.memory and args.device == "cpu" and args.dtype == "float32"
     return args
 
 

@@ -9,6 +9,7 @@ from typing import Iterator, Optional, TextIO
 
 PROGRESS_DELAY = 1.0  # seconds a step runs before its progress line appears
 PROGRESS_INTERVAL = 0.25
+BAR_WIDTH = 20
 CLEAR_LINE = "\r\x1b[K"
 
 
@@ -71,3 +72,13 @@ class Console:
                 ending = f"{label}: done in {time.monotonic() - start:.1f} s\n" if finished else ""
                 self.stderr.write(CLEAR_LINE + ending)
                 self.stderr.flush()
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        """A progress bar for work counted in steps (``done`` of ``total``), cleared when complete."""
+        if not self.shows_progress:
+            return
+        filled = BAR_WIDTH * done // max(total, 1)
+        self.stderr.write(f"{CLEAR_LINE}{what} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total}")
+        if done >= total:
+            self.stderr.write(CLEAR_LINE)
+        self.stderr.flush()

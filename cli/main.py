@@ -21,8 +21,8 @@ import click
 
 from .console import Console
 from .errors import CommandError, UsageError, describe
-from .options import (EXPORT_FORMATS, REPORT_FORMATS, Request, check_recovery, model_name, parse_exports,
-                      parse_input_shapes, read_schedule)
+from .options import (DEVICES, EXPORT_FORMATS, REPORT_FORMATS, Request, check_recovery, model_name, parse_exports,
+                      parse_input_shapes, parse_tuning, read_schedule)
 from .output import leftovers, staged_directory
 
 if TYPE_CHECKING:  # imported when needed: it loads torch
@@ -46,6 +46,7 @@ Writes into the output directory (default ./NAME-octave, NAME from MODEL):
   model.pt      the converted module; torch.load(path, weights_only=False)
   NAME_octave/  its code, an importable package; takes its weights from model.pt
   report.json   the cost report
+  schedule.toml the alphas a tuning target chose (--fastest, --target-...)
   model.onnx, model.torchscript.pt, model.pt2   with --export
 
 \b
@@ -55,6 +56,7 @@ Examples:
   octify mynet.py:build_small --schedule alphas.toml --format json > report.json
   octify torchvision:resnet50 --leaf layer4 --export onnx,torchscript --force
   octify mynet.py --input-shape 1,3,96,96 --calibrate images/ --distill-steps 200
+  octify torchvision:resnet50 --target-latency 0.7 --batch-size 8
 """
 
 
@@ -74,6 +76,16 @@ def _version() -> str:
               help="Per-layer alphas: a TOML or JSON mapping of glob pattern over convolution names to alpha, "
                    "e.g. {\"layer4.*\": 0, \"*\": 0.5}; the first matching pattern wins, unmatched "
                    "convolutions stay plain.")
+@click.option("--fastest", is_flag=True,
+              help="Choose each layer group's alpha by measured latency: the fastest schedule, never slower than the "
+                   "original; saves it as schedule.toml.")
+@click.option("--target-macs", type=float, metavar="RATIO",
+              help="Choose the alphas for the lowest measured latency within RATIO of the original's MACs (0.5).")
+@click.option("--target-latency", type=float, metavar="RATIO",
+              help="Choose the alphas for the fewest MACs within RATIO of the original's measured latency (0.7).")
+@click.option("--batch-size", type=int, metavar="N", help="Batch size latency is measured at.  [default: 1]")
+@click.option("--device", type=click.Choice(DEVICES), help="Device latency is measured on.  [default: cpu]")
+@click.option("--no-measure", is_flag=True, help="With --target-macs: choose from MACs alone, timing nothing.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="N,C,H,W",
               help="Shape of the random example input the model is traced, costed and exported with; for a "
                    "model with several inputs, once per input, in order.  [default: 1,3,224,224]")
@@ -101,19 +113,23 @@ def _version() -> str:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the report, errors and the --verify result.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and every warning.")
 @click.version_option(message=_version(), help="Show the versions and exit.")
-def command(model: str, alpha: Optional[float], schedule: Optional[Path], input_shapes: Tuple[str, ...],
-            output: Optional[Path], report_format: str, leaves: Tuple[str, ...], verify: bool,
-            exports: Tuple[str, ...], calibration_data: Optional[Path], distill_steps: Optional[int], normalize: str,
-            force: bool, quiet: bool, debug: bool) -> int:
+def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastest: bool,
+            target_macs: Optional[float], target_latency: Optional[float], batch_size: Optional[int],
+            device: Optional[str], no_measure: bool, input_shapes: Tuple[str, ...], output: Optional[Path],
+            report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...],
+            calibration_data: Optional[Path], distill_steps: Optional[int], normalize: str, force: bool, quiet: bool,
+            debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:
         if alpha is not None and schedule is not None:
             raise UsageError("use --alpha or --schedule, not both (a '*' pattern in the schedule "
                              "sets the alpha of every other convolution)")
+        tuning = parse_tuning(target_macs, target_latency, fastest, batch_size, device, no_measure,
+                              alpha is not None or schedule is not None)
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
                           leaves, verify, parse_exports(exports), report_format, debug, calibration_data,
-                          distill_steps or 0, normalize == "imagenet")
+                          distill_steps or 0, normalize == "imagenet", tuning)
         check_recovery(request)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)
@@ -161,6 +177,8 @@ def _print_outcome(console: Console, target: Path, outcome: pipeline.Outcome) ->
                         f"{comparison.max_abs_difference:.3g}, {scale}{why}")
     for line in outcome.recovery_lines:
         console.message(line)
+    if outcome.tuning:
+        console.info(outcome.tuning)
     console.info(f"wrote {target}/: {', '.join(outcome.written)}")
 
 

@@ -16,6 +16,7 @@ EXPORT_FORMATS = ("onnx", "torchscript", "torch.export")  # the keys of octify.e
 REPORT_FORMATS = ("table", "json", "markdown", "csv")
 MODEL_LIBRARIES = ("torchvision", "timm", "smp")  # MODEL prefixes: torchvision:NAME, timm:NAME, smp:ARCH[:ENCODER]
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
+DEVICES = ("cpu", "cuda")  # octify.tuning.measure.DEVICES
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Request:
     calibration_data: Optional[Path] = None  # --calibrate PATH: a folder of images or a .pt tensor
     distill_steps: int = 0
     normalize: bool = True  # ImageNet normalization of images read for --calibrate
+    tuning: Optional["TuneRequest"] = None  # alphas chosen by measurement instead of --alpha / --schedule
 
 
 def check_recovery(request: Request) -> None:
@@ -46,6 +48,54 @@ def check_recovery(request: Request) -> None:
         raise UsageError("--calibrate works with a model of one input (one --input-shape)")
     from .data import check_data_path
     check_data_path(request.calibration_data)
+
+
+@dataclass
+class TuneRequest:
+    """A tuning target and how to measure it: ``octify.tune``'s arguments."""
+
+    target_macs: Optional[float] = None
+    target_latency: Optional[float] = None
+    fastest: bool = False
+    batch_size: int = 1
+    device: str = "cpu"
+    measure: bool = True
+
+    def arguments(self) -> Dict[str, Any]:
+        return {"target_macs": self.target_macs, "target_latency": self.target_latency, "fastest": self.fastest,
+                "batch_size": self.batch_size, "device": self.device, "measure": self.measure}
+
+
+def parse_tuning(target_macs: Optional[float], target_latency: Optional[float], fastest: bool,
+                 batch_size: Optional[int], device: Optional[str], no_measure: bool,
+                 alpha_given: bool) -> Optional[TuneRequest]:
+    """The tuning the options ask for (None: none), or a UsageError saying which options do not go together."""
+    targets = [name for name, given in (("--target-macs", target_macs is not None),
+                                        ("--target-latency", target_latency is not None), ("--fastest", fastest))
+               if given]
+    measuring = [name for name, given in (("--batch-size", batch_size is not None), ("--device", device is not None),
+                                          ("--no-measure", no_measure)) if given]
+    if not targets:
+        if measuring:
+            raise UsageError(f"{measuring[0]} is for a tuning target: use it with --target-macs, --target-latency "
+                             "or --fastest")
+        return None
+    if len(targets) > 1:
+        raise UsageError(f"use one of --target-macs, --target-latency or --fastest, not {' and '.join(targets)}")
+    if alpha_given:
+        raise UsageError(f"{targets[0]} chooses the alphas by measurement: use it without --alpha or --schedule "
+                         "(the schedule it chooses is saved as schedule.toml, which --schedule reads back)")
+    for name, ratio in (("--target-macs", target_macs), ("--target-latency", target_latency)):
+        if ratio is not None and not 0 < ratio <= 1:
+            what = "MACs" if name == "--target-macs" else "measured latency"
+            raise UsageError(f"{name} {ratio:g}: expected a ratio of the original's {what} in (0, 1], such as 0.5")
+    if no_measure and targets[0] != "--target-macs":
+        raise UsageError(f"--no-measure: only --target-macs can be met without measuring, not {targets[0]}")
+    if no_measure and len(measuring) > 1:
+        raise UsageError(f"--no-measure measures nothing: drop {[m for m in measuring if m != '--no-measure'][0]}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: expected a positive integer")
+    return TuneRequest(target_macs, target_latency, fastest, batch_size or 1, device or "cpu", not no_measure)
 
 
 def split_model_spec(spec: str) -> Tuple[str, Optional[str]]:

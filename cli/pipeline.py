@@ -24,6 +24,7 @@ from .recovery import recover
 
 MODULE_FILE = "model.pt"
 REPORT_FILE = "report.json"
+SCHEDULE_FILE = "schedule.toml"
 
 
 @dataclass
@@ -35,12 +36,15 @@ class Outcome:
     failed_exports: Dict[str, ExportError] = field(default_factory=dict)  # format -> why; the rest is written
     recovery: Optional[Dict[str, Any]] = None  # --calibrate / --distill-steps: what was done, agreement after each
     recovery_lines: List[str] = field(default_factory=list)  # the same, to print
+    tuning: str = ""  # what a tuning chose and measured, one line
 
 
 def run(request: Request, folder: Path, console: Console) -> Outcome:
     """Convert the requested model and write every output into ``folder``; an export that fails is left out
     and recorded in the outcome."""
     schedule = _schedule(request)
+    if request.tuning and request.tuning.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch finds no CUDA device here; measure on --device cpu")
     for format_name in request.exports:  # before any work
         try:
             check_available(format_name)
@@ -54,14 +58,19 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
     with console.step("loading the model"):
         model = load_model(request.model)
     leaves = resolve_leaves(model, request.leaves)
-    with console.step("converting"):
-        try:
-            conversion = octify.convert(model, schedule, leaf_modules=leaves, **_inputs(request.input_shapes))
-        except octify.ConversionError as error:
-            raise CommandError(f"cannot convert {name}: {error}") from error
+    try:
+        if request.tuning:
+            half = torch.float16 if request.tuning.device == "cuda" else None  # autocast on a GPU
+            conversion = octify.tune(model, **request.tuning.arguments(), dtype=half, progress=console.progress,
+                                     leaf_modules=leaves, **_inputs(request.input_shapes))
+        else:
+            with console.step("converting"):
+                conversion = octify.convert(model, schedule, leaf_modules=leaves, **_inputs(request.input_shapes))
+    except octify.ConversionError as error:
+        raise CommandError(f"cannot convert {name}: {error}") from error
     layers = conversion.report.converted.layers
     outcome = Outcome(format_report(conversion.report, request.report_format),
-                      any(layer.alpha_in or layer.alpha_out for layer in layers))
+                      any(layer.alpha_in or layer.alpha_out for layer in layers), tuning=_tuning_line(conversion))
     if data is not None:
         outcome.recovery, outcome.recovery_lines = recover(model, conversion.module, data, request.distill_steps,
                                                            console)
@@ -95,8 +104,8 @@ def _printing_hidden(hidden: bool) -> Iterator[None]:
 
 def save(conversion: octify.Conversion, folder: Path, name: str,
          recovery: Optional[Dict[str, Any]] = None) -> List[str]:
-    """The module (``torch.save``), its code as a package that loads its weights from that file, and the report
-    as JSON (with ``recovery`` under that key); returns the names written."""
+    """The module (``torch.save``), its code as a package that loads its weights from that file, the report
+    as JSON (with ``recovery`` under that key), and a tuning's schedule; returns the names written."""
     package = code_package_name(name)
     torch.save(conversion.module, folder / MODULE_FILE)
     save_code(conversion.module, folder / package, class_name(conversion.module), f"../{MODULE_FILE}")
@@ -104,7 +113,21 @@ def save(conversion: octify.Conversion, folder: Path, name: str,
     if recovery is not None:
         report["recovery"] = recovery
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return [MODULE_FILE, f"{package}/", REPORT_FILE]
+    if conversion.tuning is None:
+        return [MODULE_FILE, f"{package}/", REPORT_FILE]
+    conversion.tuning.write_schedule(folder / SCHEDULE_FILE)
+    return [MODULE_FILE, f"{package}/", REPORT_FILE, SCHEDULE_FILE]
+
+
+def _tuning_line(conversion: octify.Conversion) -> str:
+    tuning = conversion.tuning
+    if tuning is None:
+        return ""
+    octave = sum(1 for alpha in tuning.alphas.values() if alpha)
+    latency = "" if tuning.measured_ratio is None else f", latency {tuning.measured_ratio:.3f} measured end to end" + (
+        f" ({tuning.estimated_ratio:.3f} estimated from the layers)" if tuning.estimated_ratio is not None else "")
+    return (f"tuned for {tuning.target} ({tuning.setting}): {octave} of {len(tuning.alphas)} layer groups octave, "
+            f"MACs {tuning.macs_ratio:.3f}{latency} of the original's; the schedule is in {SCHEDULE_FILE}")
 
 
 def format_report(report: octify.Report, report_format: str) -> str:

@@ -19,12 +19,14 @@ _LOCATIONS = {
     "DistillationLoss": ".recovery", "DistillResult": ".recovery", "reconstruct": ".recovery",
     "Reconstruction": ".recovery",
     "Schedule": ".plan", "ModelCost": ".report", "Report": ".report", "cost": ".report",
+    "tune": ".tuning", "Tuning": ".tuning",
 }
 _SUBMODULES = ("export",)
 
 __all__ = ["Conversion", "ConversionError", "InternalError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference",
-           "calibrate", "distill", "DistillationLoss", "DistillResult", "reconstruct", "Reconstruction"]
+           "calibrate", "distill", "DistillationLoss", "DistillResult", "reconstruct", "Reconstruction", "tune",
+           "Tuning"]
 
 if TYPE_CHECKING:
     from . import export
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from .plan import Schedule
     from .recovery import DistillationLoss, DistillResult, Reconstruction, calibrate, distill, reconstruct
     from .report import ModelCost, Report, cost
+    from .tuning import Tuning, tune
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import fx, nn
@@ -13,9 +13,10 @@ from . import rules  # noqa: F401  (registers the op rules)
 from .capture import FIXED_SHAPES, Captured, capture
 from .capture.facts import conv_name
 from .capture.tracer import LeafSpec
+from .leaf_networks import convert_leaf_children
 from .notes import Note
 from .ops import accepted_shape
-from .plan import Schedule, make_plan
+from .plan import AlphaGroup, Schedule, make_plan
 from .plan.schedule import ScheduleLike
 from .recovery.channels import channel_scores
 from .recovery.data import Data
@@ -27,16 +28,23 @@ from .rules.channels_last import channels_first
 from .rules.registry import CONV, find_rule
 from .verify import check_same_outputs
 
+if TYPE_CHECKING:
+    from .tuning import Tuning
+
 
 @dataclass(repr=False)
 class Conversion:
-    """The result of :func:`convert`: the octave ``module``, its cost ``report``, and the recorded ``notes``."""
+    """The result of :func:`convert`: the octave ``module``, its cost ``report``, and the recorded ``notes``;
+    ``groups``: the convolutions that share one alpha (see :class:`octify.plan.AlphaGroup`); ``tuning``: how
+    :func:`octify.tune` chose the schedule (None for ``convert``)."""
 
     module: fx.GraphModule
     report: Report
     notes: List[Note] = field(default_factory=list)
     capture_method: str = ""
     example_inputs: Tuple[torch.Tensor, ...] = ()
+    groups: List[AlphaGroup] = field(default_factory=list)
+    tuning: Optional["Tuning"] = None
 
     def explain(self) -> str:
         """Every recorded decision, one per line."""
@@ -93,7 +101,7 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     modules = dict(prepared.named_modules())
     conv_names = [conv_name(n) for n in prepared.graph.nodes
                   if (rule := find_rule(n, modules)) is not None and rule.category == CONV]
-    schedule.warn_unused(conv_names)
+    schedule.warn_unused(conv_names + [name for name, layer in model.named_modules() if isinstance(layer, nn.Conv2d)])
     module, edge_notes = rewrite(prepared, plan)
     notes = [Note(name or type(model).__name__, "leaf", why) for name, why in captured.auto_leaves.items()]
     if captured.mode_dependence:
@@ -107,8 +115,13 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
         guard_input_shapes(module, inputs, captured.fixed_dims)
         notes.append(_fixed_shape_note(type(model).__name__, inputs, captured.fixed_dims))
         warnings.warn(notes[-1].reason, UserWarning, stacklevel=2)
+    inner_notes, inner = convert_leaf_children(
+        captured.module, module, list(captured.auto_leaves), inputs,
+        lambda child, name, call: convert(child, _child_schedule(schedule, child, name), example_inputs=call,
+                                          leaf_modules=_child_leaves(leaf_modules, name), min_size=min_size,
+                                          plain_stem=False, auto_leaf=auto_leaf))
     check_same_outputs(captured.module, module, inputs)
-    notes += _leaf_notes(captured, leaf_modules) + plan.notes + edge_notes
+    notes += _leaf_notes(captured, leaf_modules, inner) + inner_notes + plan.notes + edge_notes
     alphas = {name: schedule.lookup(name)[0] for name in conv_names + [name for name, layer in model.named_modules()
                                                                         if isinstance(layer, nn.Conv2d)]}
     report = build_report(captured.module, module, inputs, notes, alphas=alphas)
@@ -117,7 +130,7 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
         warnings.warn(shortfall, SavingsWarning, stacklevel=2)
     for node in module.graph.nodes:  # shapes were for checking and costing; the module is general
         node.meta.pop("val", None)
-    return Conversion(module, report, notes, captured.describe(), inputs)
+    return Conversion(module, report, notes, captured.describe(), inputs, plan.groups)
 
 
 def _fixed_shape_note(name: str, inputs: Sequence[torch.Tensor], fixed_dims: Sequence[Tuple[int, ...]]) -> Note:
@@ -128,8 +141,20 @@ def _fixed_shape_note(name: str, inputs: Sequence[torch.Tensor], fixed_dims: Seq
                                       f"convert again for another size")
 
 
-def _leaf_notes(captured: Captured, leaf_modules: Iterable[LeafSpec]) -> List[Note]:
-    """A plain note for every convolution inside a leaf module, which stays as it is."""
+def _child_schedule(schedule: Schedule, child: nn.Module, name: str) -> Dict[str, float]:
+    """The alphas of ``child``'s convolutions, looked up by their names in the whole model."""
+    return {inner: schedule.lookup(f"{name}.{inner}")[0] for inner, layer in child.named_modules()
+            if isinstance(layer, nn.Conv2d)}
+
+
+def _child_leaves(leaf_modules: Iterable[LeafSpec], name: str) -> List[LeafSpec]:
+    """``leaf_modules`` as seen from the submodule ``name``: types as they are, names below it shortened."""
+    return [spec if not isinstance(spec, str) else spec[len(name) + 1:] for spec in leaf_modules
+            if not isinstance(spec, str) or spec.startswith(f"{name}.")]
+
+
+def _leaf_notes(captured: Captured, leaf_modules: Iterable[LeafSpec], converted: Iterable[str] = ()) -> List[Note]:
+    """A plain note for every convolution inside a leaf module that stays as it is (not in ``converted``)."""
     named = {spec for spec in leaf_modules if isinstance(spec, str)}
     notes: List[Note] = []
     leaves = dict.fromkeys(str(node.target) for node in captured.module.graph.nodes if node.op == "call_module")
@@ -142,9 +167,10 @@ def _leaf_notes(captured: Captured, leaf_modules: Iterable[LeafSpec]) -> List[No
         else:
             spec = name if name in named else type(leaf).__name__
             why, cause = f"{spec} is named in leaf_modules", f"inside leaf {spec}"
-        notes += [Note(f"{name}.{inner}".lstrip("."), "plain", f"inside leaf {name or 'the model'} ({why}), "
-                       "kept as it is", cause)
-                  for inner, layer in leaf.named_modules() if isinstance(layer, nn.Conv2d)]
+        notes += [Note(qualified, "plain", f"inside leaf {name or 'the model'} ({why}), kept as it is", cause)
+                  for inner, layer in leaf.named_modules() if isinstance(layer, nn.Conv2d)
+                  for qualified in [f"{name}.{inner}".lstrip(".")]
+                  if not any(qualified.startswith(f"{done}.") for done in converted)]
     return notes
 
 

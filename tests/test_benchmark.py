@@ -15,3 +15,16 @@ def test_benchmark_script_prints_its_table():
     assert len(rows) == 1
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
     assert len(cells) == 7 and all(cells), cells  # MACs, latency, training step, memory measured and estimated
+
+
+TUNED = SCRIPT.with_name("tuned.py")
+
+
+def test_tuned_benchmark_prints_a_row_per_target():
+    command = [sys.executable, str(TUNED), "--models", "resnet18", "--batches", "1", "--targets", "fastest",
+               "macs=0.6", "--size", "64", "--repeats", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| resnet18 | 1 |")]
+    assert [row.split(" | ")[2] for row in rows] == ["fastest", "macs=0.6"]
+    assert all(len(row.strip("|").split("|")) == 7 for row in rows)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import octify
-from octify.layers import OctConv2d
+from octify.layers import ChannelSplit, OctConv2d
 
 
 def block_constant(channels, height, width, batch=2):
@@ -87,8 +87,11 @@ def test_converted_weights_start_from_the_original():
     layer = conversion.module.get_submodule("branch_a")
     assert isinstance(layer, OctConv2d)
     original = model.branch_a.weight
-    assert torch.equal(layer.h2h.weight, original[: layer.high_out, : layer.high_in])
-    assert torch.equal(layer.l2l.weight, original[layer.high_out:, layer.high_in:])
+    # its input is added to the output of `mix` (groups=3), so each group of 8 keeps its last 4 channels low
+    low_in = ChannelSplit.concat([ChannelSplit.trailing(8, 4)] * 3)
+    high_rows, low_rows = list(range(layer.high_out)), list(range(layer.high_out, 16))
+    assert torch.equal(layer.h2h.weight, original[high_rows][:, list(low_in.high_index)])
+    assert torch.equal(layer.l2l.weight, original[low_rows][:, list(low_in.low_index)])
 
 
 class ConcatOfItself(nn.Module):

@@ -547,3 +547,60 @@ def test_demo_prints_shape_and_multiply_accumulates(capsys):
     assert demo.macs(plain, x) == sum(c.in_channels * c.out_channels * c.kernel_size[0] ** 2 * 224 * 224
                                       for c in plain)
     assert demo.macs(octave, x) < demo.macs(plain, x)
+
+
+# -- grouped layers split within each group ---------------------------------------------------------
+
+def per_group_split(channels, groups, low_per_group):
+    """The last ``low_per_group`` channels of every group low."""
+    width = channels // groups
+    return ChannelSplit(tuple(c % width >= width - low_per_group for c in range(channels)))
+
+
+@pytest.mark.parametrize("cin, cout, groups, lows, stride, dilation", [
+    (16, 32, 4, (2, 4), 1, 1), (16, 32, 4, (2, 2), 2, 1), (16, 16, 2, (0, 4), 1, 2), (12, 12, 3, (2, 0), 2, 1),
+])
+@pytest.mark.parametrize("size", [(12, 12), (9, 13)])
+def test_a_layer_split_within_groups_is_the_octave_convolution_of_its_dense_weight(cin, cout, groups, lows, stride,
+                                                                                    dilation, size):
+    """Reordered so that each branch's channels come first, the layer is the paper's octave convolution of the
+    grouped weight written out densely (block diagonal): every group's high and low channels mix."""
+    conv = nn.Conv2d(cin, cout, 3, stride, dilation, dilation, groups)
+    in_split, out_split = per_group_split(cin, groups, lows[0]), per_group_split(cout, groups, lows[1])
+    layer = OctConv2d.from_conv(conv, in_split=in_split, out_split=out_split)
+    assert layer.within_groups and [path.groups for path in layer.paths] == [groups] * len(layer.paths)
+    order_in = list(in_split.high_index + in_split.low_index)
+    order_out = list(out_split.high_index + out_split.low_index)
+    dense = nn.Conv2d(cin, cout, 3, stride, dilation, dilation)
+    with torch.no_grad():
+        dense.weight.copy_(dense_weight(conv)[order_out][:, order_in])
+        dense.bias.copy_(conv.bias[order_out])
+    x_h, x_l = as_pair(octave_input(cin, layer.low_in, *size))
+    high, low = as_pair(layer(x_h if x_l is None else (x_h, x_l)))
+    ref_high, ref_low = reference_octconv(dense, x_h, x_l, layer.low_in, layer.low_out)
+    torch.testing.assert_close(high, ref_high, atol=1e-5, rtol=1e-5)
+    if layer.low_out:
+        torch.testing.assert_close(low, ref_low, atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in layer.parameters()) == sum(p.numel() for p in conv.parameters())
+
+
+def test_splitting_within_groups_costs_a_dense_layers_share_of_macs():
+    """At alpha 0.5 the four paths cost 7/16 of the grouped convolution (whole-group splits: 10/16)."""
+    conv = nn.Conv2d(32, 32, 3, padding=1, groups=4)
+    split = per_group_split(32, 4, 4)
+    layer = OctConv2d.from_conv(conv, in_split=split, out_split=split)
+    x = (torch.randn(1, 16, 16, 16), torch.randn(1, 16, 8, 8))
+    with FlopCounterMode(display=False) as counter:
+        layer(x)
+    assert counter.get_total_flops() // 2 == 16 * 16 * 32 * 8 * 9 * 7 // 16
+    whole = OctConv2d.from_conv(conv, alpha=0.5)
+    with FlopCounterMode(display=False) as counter:
+        whole(x)
+    assert counter.get_total_flops() // 2 == 16 * 16 * 32 * 8 * 9 * 10 // 16
+
+
+def test_groups_split_unlike_each_other_are_refused():
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+    uneven = ChannelSplit((False, False, False, True, False, False, True, True))
+    with pytest.raises(ValueError, match="the same channels low in every group"):
+        OctConv2d.from_conv(conv, in_split=uneven, out_split=uneven)

@@ -116,3 +116,29 @@ def test_too_little_data_leaves_a_layer_as_it_is():
     assert "b" in result.skipped and "too few" in result.skipped["b"]  # 9 pixels, 24 * 9 + 1 weights
     assert all(torch.equal(weights[k], v) for k, v in conversion.module.get_submodule("b").state_dict(
         prefix="b.").items())
+
+
+class GroupedNet(nn.Module):
+    """A grouped convolution between two dense ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=2)
+        self.head = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.grouped(torch.relu(self.a(x)))))
+
+
+def test_grouped_layers_are_fitted_too():
+    model = GroupedNet().eval()
+    data = smooth_images(64, size=16)
+    conversion = octify.convert(model, 0.5, example_inputs=(data[:1],), plain_stem=False, min_size=2)
+    layer = conversion.module.grouped
+    assert isinstance(layer, octify.OctConv2d) and not layer.is_plain
+    result = reconstruct(conversion.module, model, data)
+    before, after = result.layers["grouped"]
+    assert after < 0.9 * before
+    measured = layer_errors(conversion.module, model, ["grouped"], data)["grouped"]
+    assert measured == pytest.approx(after, rel=1e-3, abs=1e-9)

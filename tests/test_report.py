@@ -110,9 +110,9 @@ def test_table_respects_depth(report, table):
 
 def test_to_dict_is_json_and_versioned(report):
     text = report.to_json()
-    assert text.startswith('{\n  "schema_version": 2,\n  "units": {')
+    assert text.startswith('{\n  "schema_version": 3,\n  "units": {')
     data = json.loads(text)
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     assert data["units"]["macs"] == "multiply-accumulates"
     assert data["original"]["totals"]["macs"] == report.original.macs
     assert data["converted"]["totals"]["flops"] == 2 * report.converted.macs
@@ -123,7 +123,7 @@ def test_to_dict_is_json_and_versioned(report):
     split = next(layer for layer in data["converted"]["layers"] if layer["name"] == "split")
     assert split["output_shapes"] == [[1, 8, 16, 16], [1, 8, 8, 8]]
     single = report.converted.to_dict()
-    assert single["schema_version"] == 2 and single["measured"] == single["uncounted"] == []
+    assert single["schema_version"] == 3 and single["measured"] == single["uncounted"] == []
 
 
 def test_csv_markdown_and_html_contain_the_rows(report):

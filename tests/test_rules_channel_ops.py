@@ -210,11 +210,10 @@ def test_shufflenet_units_keep_both_branches_through_chunk_and_shuffle():
         assert torch.equal(octify.convert(model, 0.0, example_inputs=(x,)).module.eval()(x), model(x))
     conversion = octify.convert(model, 0.5, example_inputs=(x,), **OCTAVE)
     module = conversion.module.eval()
-    # after the down-sampling unit the shuffle puts every high channel first: the first stride-1 unit's
-    # chunk has a part of high channels only (plain, no resampling) and one of low channels only (merged);
-    # the last shuffle is merged for the network's output
-    assert [note.name for note in conversion.notes if note.kind == "merge"] == ["select_getitem_5", "merge_view_5"]
-    assert module.get_submodule("5.branch2.0").low_in == 12, "the second unit reads both branches"
+    # each part of a concat keeps its low channels at the end of every range a later shuffle and chunk pick,
+    # so every chunk holds both branches; only the last shuffle is merged, for the network's output
+    assert [note.name for note in conversion.notes if note.kind == "merge"] == ["merge_view_5"]
+    assert [module.get_submodule(f"{unit}.branch2.0").low_in for unit in (4, 5)] == [12, 18]  # of 24
     assert not [node for node in module.graph.nodes if node.target is octify.ops.size], "shuffle sizes, unused"
     with torch.no_grad():
         odd = torch.randn(1, 3, 29, 31)
@@ -228,9 +227,9 @@ def test_shufflenet_v2_costs_what_its_running_layers_count():
     module = conversion.module.eval()
     ratio = macs_of_running(module, x) / macs_of_running(model, x)
     assert conversion.report.ratios["macs"] == ratio
-    assert ratio < 0.86, "merging before every shuffle keeps 0.87 of the MACs"
+    assert ratio < 0.85, "merging before every shuffle keeps 0.87 of the MACs, all-low chunks 0.85"
     merges = [note.reason for note in conversion.notes if note.kind == "merge"]
-    assert len(merges) == 3 and sum("are all low" in reason for reason in merges) == 2, merges
+    assert len(merges) == 1 and not any("are all low" in reason for reason in merges), merges
     with torch.no_grad():
         odd = torch.randn(1, 3, 67, 61)
         assert module(odd).shape == model(odd).shape

@@ -17,6 +17,9 @@ from ..layers.checks import OctaveTensor
 
 
 
+FUSED_ADD_RELU_DTYPES = (torch.float32, torch.float64)
+
+
 def accumulate_(target: Tensor, others: Sequence[Tensor], relu: bool) -> Tensor:
     """``target += sum(others)`` then ReLU if asked, in place; the last add carries the ReLU."""
     for other in others[:-1]:
@@ -27,11 +30,11 @@ def accumulate_(target: Tensor, others: Sequence[Tensor], relu: bool) -> Tensor:
 
 
 def add_(target: Tensor, other: Tensor, relu: bool = False) -> Tensor:
-    """``target += other``, then ReLU (in the same pass on CPU) when asked; returns ``target``."""
+    """``target += other``, then ReLU (in the same pass on CPU in float32) when asked; returns ``target``."""
     if not relu:
         return target.add_(other)
-    if target.device.type == "cpu":
-        return torch.ops.aten._add_relu_(target, other)  # one fused kernel, CPU only
+    if target.device.type == "cpu" and target.dtype in FUSED_ADD_RELU_DTYPES:
+        return torch.ops.aten._add_relu_(target, other)  # one fused kernel, CPU only, no half types
     return target.add_(other).relu_()
 
 

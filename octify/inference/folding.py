@@ -97,11 +97,12 @@ def _branch_affines(conv: OctConv2d, bn: AnyBatchNorm) -> Dict[bool, Tuple[Tenso
 def _bias_owners(conv: OctConv2d) -> set:
     """Names of the paths that hold each output channel's bias (exactly one per channel).
 
-    Grouped paths write disjoint channels, so each holds its own. Dense paths add up: the
+    Grouped paths write disjoint channels, so each holds its own. Dense paths (and those of a layer split
+    within its groups) add up: the
     one that already has a bias keeps it, otherwise the same-frequency path takes it.
     """
     names = [path.name for path in conv.paths]
-    if conv.groups > 1:
+    if conv.groups > 1 and not conv.within_groups:
         return set(names)
     owners = set()
     for writers in (("h2h", "l2h"), ("l2l", "h2l")):

@@ -10,8 +10,9 @@ Steps, each exact up to float32 rounding:
    :class:`PointwiseConv2d` (a matrix product on small maps);
 4. turn residual adds on fresh convolution outputs into in-place adds (octave or plain), and
    move residual adds and ReLUs after a fast octave layer into it (:mod:`.fusion`);
-5. store 4-d weights channels-last, so convolutions run and produce channels-last maps;
-6. freeze the parameters (``requires_grad=False``).
+5. store 4-d weights channels-last, so convolutions run and produce channels-last maps, on ``device``;
+6. freeze the parameters (``requires_grad=False``);
+7. with ``dtype`` (``torch.float16`` or ``torch.bfloat16``), run under ``torch.autocast`` (:class:`Autocast`).
 
 A model that cannot be captured still gets steps 1, 3, 5 and 6, with a warning that says so.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import fx, nn
@@ -31,6 +32,7 @@ from ..capture.tracer import OctifyTracer
 from ..errors import ConversionError
 from ..layers import OctBatchNorm2d, OctConv2d, OctSplit
 from ..rewrite.guards import guard_input_shapes
+from .autocast import Autocast, check_autocast_dtype
 from .folding import can_fold, fold_conv_batchnorm, fold_conv_split_batchnorm, fold_octconv_batchnorm
 from .fused import FusedOctConv2d, fast_octconv
 from .fusion import fuse_epilogues
@@ -44,13 +46,18 @@ BATCHNORMS = (nn.BatchNorm2d, OctBatchNorm2d)
 FRESH_OUTPUTS = (nn.Conv2d, OctConv2d, FusedOctConv2d, GroupedOctConv2d, nn.BatchNorm2d, OctBatchNorm2d)
 
 
-def for_inference(module: nn.Module, example_inputs: Optional[Sequence[torch.Tensor]] = None) -> nn.Module:
+def for_inference(module: nn.Module, example_inputs: Optional[Sequence[torch.Tensor]] = None, *,
+                  device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> nn.Module:
     """An inference-ready copy of ``module`` (plain or converted); ``module`` itself is untouched.
 
     A module that is not a ``GraphModule`` is traced as :func:`octify.convert` traces it; pass
     ``example_inputs`` for models that trace only with their input's sizes fixed (the result
-    then refuses other sizes, and a ``UserWarning`` says so).
+    then refuses other sizes, and a ``UserWarning`` says so). ``device``: where the copy lives
+    (default: where ``module`` is); ``dtype``: ``torch.float16`` or ``torch.bfloat16`` to run it
+    under ``torch.autocast`` (the result is then an :class:`Autocast` around the optimized module).
     """
+    if dtype is not None:
+        check_autocast_dtype(dtype)
     model = _captured(copy.deepcopy(module).eval(), example_inputs)
     if isinstance(model, fx.GraphModule):
         fold_batchnorms(model, model.graph)
@@ -59,9 +66,9 @@ def for_inference(module: nn.Module, example_inputs: Optional[Sequence[torch.Ten
         _drop_identity_calls(model)
         make_residual_adds_in_place(model)
         fuse_epilogues(model)
-    model.to(memory_format=torch.channels_last)
+    model.to(device=device, memory_format=torch.channels_last)
     model.requires_grad_(False)
-    return model
+    return model if dtype is None else Autocast(model, dtype)
 
 
 def _captured(model: nn.Module, example_inputs: Optional[Sequence[torch.Tensor]]) -> nn.Module:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
-from typing import Iterable, Sequence, Tuple, Union
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 AlphaLike = Union[float, Tuple[float, float]]
 
@@ -127,6 +127,13 @@ def as_split(channels: int, alpha_or_split: Union[float, ChannelSplit], unit: in
             raise ValueError(f"split describes {alpha_or_split.channels} channels, layer has {channels}")
         return alpha_or_split
     return ChannelSplit.from_alpha(channels, alpha_or_split, unit)
+
+
+def group_pattern(split: ChannelSplit, groups: int) -> Optional[Tuple[bool, ...]]:
+    """Which channels of a group are low, when every one of ``groups`` equal groups has the same; else None."""
+    width = split.channels // groups
+    patterns = {split.low[start:start + width] for start in range(0, split.channels, width)}
+    return patterns.pop() if len(patterns) == 1 else None
 
 
 def half_size(size: Sequence[int]) -> Tuple[int, ...]:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .channels import ChannelSplit
-from .octconv import IntPair, OctaveConvBase, OctaveTensor, Path, check_grouped_splits, path_weight_index
+from .octconv import (IntPair, OctaveConvBase, OctaveTensor, Path, check_grouped_splits, path_weight_index,
+                      splits_within_groups)
 
 
 def _take(tensor: Tensor, dim: int, index: Sequence[int]) -> Tensor:
@@ -40,11 +41,12 @@ class FunctionalOctConv2d(OctaveConvBase):
                  padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True, *,
                  in_split: ChannelSplit, out_split: ChannelSplit) -> None:
         check_grouped_splits(groups, in_channels, out_channels, in_split, out_split)
+        within_groups = splits_within_groups(groups, in_split, out_split)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          in_split=ChannelSplit.trailing(in_channels, in_split.n_low),
-                         out_split=ChannelSplit.trailing(out_channels, out_split.n_low))
+                         out_split=ChannelSplit.trailing(out_channels, out_split.n_low), within_groups=within_groups)
         self.index: Dict[str, Tuple[Tuple[int, ...], Optional[Tuple[int, ...]]]] = {
-            path.name: path_weight_index(path, in_split, out_split, groups) for path in self.paths}
+            path.name: path_weight_index(path, in_split, out_split, groups, within_groups) for path in self.paths}
 
     def forward(self, x: Union[Tensor, OctaveTensor], weight: Tensor,
                 bias: Optional[Tensor] = None) -> Union[Tensor, OctaveTensor]:

@@ -35,8 +35,12 @@ depend on the input size and each path convolution pads by itself, in the layer'
 Groups: with ``groups == 1`` the four paths are dense. With ``groups > 1`` the split falls
 on group boundaries and each group is wholly high or wholly low on each side, so a path
 is a grouped convolution over the groups that go from its source to its destination
-branch (a depthwise layer has only h2h and l2l). Each output channel's bias lives in
-exactly one path, so the parameter count equals a plain ``nn.Conv2d``'s.
+branch (a depthwise layer has only h2h and l2l). With ``within_groups=True`` each group
+splits its own channels instead (the same count low in every group, the last of each
+group by default): the four paths are then convolutions with the same ``groups``, each
+group's high and low channels mixing as a dense layer's do (a quarter fewer MACs than
+whole-group splits at alpha 0.5). Each output channel's bias lives in exactly one path,
+so the parameter count equals a plain ``nn.Conv2d``'s.
 
 With ``alpha == (0, 0)`` the layer is exactly the plain convolution (strided if asked).
 """
@@ -49,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .channels import AlphaLike, ChannelSplit, as_split, half_size, parse_alpha
+from .channels import AlphaLike, ChannelSplit, as_split, group_pattern, half_size, low_channel_count, parse_alpha
 from .checks import octave_input, plain_input
 from .checks import OctaveTensor
 from .resample import downsample, upsample_to
@@ -140,20 +144,36 @@ class Path:
         return self.out_range[1] - self.out_range[0]
 
 
-def path_weight_index(path: Path, in_split: ChannelSplit, out_split: ChannelSplit,
-                      groups: int) -> Tuple[Tuple[int, ...], Optional[Tuple[int, ...]]]:
-    """The rows (output channels) and, for ``groups == 1``, columns of a conv weight that ``path`` holds."""
+def path_weight_index(path: Path, in_split: ChannelSplit, out_split: ChannelSplit, groups: int,
+                      within_groups: bool = False) -> Tuple[Tuple[int, ...], Optional[Tuple[int, ...]]]:
+    """The rows (output channels) and, for dense or ``within_groups`` layers, columns (input channels, within
+    a group for the latter) of a conv weight that ``path`` holds."""
     rows = out_split.branch_index(path.dst_low)[slice(*path.out_range)]
+    if within_groups:
+        pattern = group_pattern(in_split, groups)
+        return rows, tuple(c for c, is_low in enumerate(pattern) if is_low == path.src_low)
     cols = in_split.branch_index(path.src_low) if groups == 1 else None
     return rows, cols
 
 
+def splits_within_groups(groups: int, in_split: ChannelSplit, out_split: ChannelSplit) -> bool:
+    """Whether a grouped layer with these splits needs each group split on its own (``within_groups``): its
+    splits do not fall on group boundaries, and every group has the same pattern on each side."""
+    if groups == 1 or groups == in_split.channels == out_split.channels:
+        return False
+    whole = all(split.is_trailing and split.n_low % (split.channels // groups) == 0 for split in (in_split, out_split))
+    return not whole and all(group_pattern(split, groups) is not None for split in (in_split, out_split))
+
+
 def check_grouped_splits(groups: int, in_channels: int, out_channels: int, in_split: ChannelSplit,
                          out_split: ChannelSplit) -> None:
-    """Grouped convolutions take their low channels last (a depthwise one any matching split)."""
+    """Grouped convolutions take their low channels last in whole groups, or the same ones in every group
+    (a depthwise one any matching split)."""
     depthwise_same = groups == in_channels == out_channels and in_split.low == out_split.low
-    if groups > 1 and not depthwise_same and not (in_split.is_trailing and out_split.is_trailing):
-        raise ValueError(f"grouped conv (groups={groups}) needs its low channels last on both sides")
+    if groups > 1 and not depthwise_same and not (in_split.is_trailing and out_split.is_trailing) \
+            and not splits_within_groups(groups, in_split, out_split):
+        raise ValueError(f"grouped conv (groups={groups}) needs its low channels last in whole groups, or the same "
+                         "channels low in every group, on both sides")
 
 
 class OctaveConvBase(nn.Module):
@@ -167,7 +187,7 @@ class OctaveConvBase(nn.Module):
                  padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
                  alpha: AlphaLike = 0.5, padding_mode: str = "zeros", *,
                  in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None,
-                 strided_high: bool = False) -> None:
+                 strided_high: bool = False, within_groups: bool = False) -> None:
         super().__init__()
         alpha_in, alpha_out = parse_alpha(alpha)
         if groups < 1 or in_channels % groups or out_channels % groups:
@@ -181,11 +201,20 @@ class OctaveConvBase(nn.Module):
         self.padding = _padding(padding)
         self.padding_mode = padding_mode
         self.strided_high = strided_high and self.stride != (1, 1)
+        if within_groups and (groups == 1 or groups == in_channels == out_channels):
+            raise ValueError(f"within_groups needs groups of several channels, got groups={groups} for "
+                             f"{in_channels} -> {out_channels} channels")
+        self.within_groups = within_groups
         in_unit, out_unit = (1, 1) if groups == 1 else (in_channels // groups, out_channels // groups)
         requested_in = in_split.alpha if in_split is not None else alpha_in
         requested_out = out_split.alpha if out_split is not None else alpha_out
-        self.low_in = as_split(in_channels, in_split if in_split is not None else alpha_in, in_unit).n_low
-        self.low_out = as_split(out_channels, out_split if out_split is not None else alpha_out, out_unit).n_low
+        if within_groups:  # one group's count, in every group
+            self.low_in = in_split.n_low if in_split is not None else groups * low_channel_count(in_unit, alpha_in)
+            self.low_out = (out_split.n_low if out_split is not None
+                            else groups * low_channel_count(out_unit, alpha_out))
+        else:
+            self.low_in = as_split(in_channels, in_split if in_split is not None else alpha_in, in_unit).n_low
+            self.low_out = as_split(out_channels, out_split if out_split is not None else alpha_out, out_unit).n_low
         self.high_in, self.high_out = in_channels - self.low_in, out_channels - self.low_out
         self._check_split(requested_in, in_channels, self.low_in, "in")
         self._check_split(requested_out, out_channels, self.low_out, "out")
@@ -217,7 +246,10 @@ class OctaveConvBase(nn.Module):
             unit = "" if self.groups == 1 else f" in whole groups of {channels // self.groups}"
             raise ValueError(f"alpha_{side}={alpha:g} of {channels} {side}put channels rounds to 0 low "
                              f"channels{unit}; use alpha_{side}=0 or more channels")
-        if self.groups > 1 and n_low % (channels // self.groups):
+        if self.within_groups and n_low % self.groups:
+            raise ValueError(f"groups={self.groups}, within_groups: {n_low} low of {channels} {side}put channels "
+                             "is not the same count in every group")
+        if self.groups > 1 and not self.within_groups and n_low % (channels // self.groups):
             raise ValueError(f"groups={self.groups}: {n_low} low of {channels} {side}put channels is not "
                              f"a whole number of groups of {channels // self.groups}")
 
@@ -241,10 +273,10 @@ class OctaveConvBase(nn.Module):
         return dilation, tuple(d * (k - 1) // 2 for d, k in zip(dilation, self.kernel_size)), (1, 1)
 
     def _plan_paths(self, in_unit: int, out_unit: int) -> List[Path]:
-        if self.groups == 1:
+        if self.groups == 1 or self.within_groups:
             sizes_in = {False: self.high_in, True: self.low_in}
             sizes_out = {False: self.high_out, True: self.low_out}
-            return [Path(name, src, dst, (0, sizes_in[src]), (0, sizes_out[dst]), 1,
+            return [Path(name, src, dst, (0, sizes_in[src]), (0, sizes_out[dst]), self.groups,
                          *self._path_geometry(name))
                     for name, src, dst in zip(PATH_NAMES, (False, False, True, True), (False, True, False, True))
                     if sizes_in[src] and sizes_out[dst]]
@@ -268,7 +300,7 @@ class OctaveConvBase(nn.Module):
     def _bias_owners(self) -> FrozenSet[str]:
         """Each output channel's bias in exactly one path: same-frequency paths first."""
         names = {path.name for path in self.paths}
-        if self.groups > 1:
+        if self.groups > 1 and not self.within_groups:
             return frozenset(names)
         owners = {"h2h"}
         if self.low_out:
@@ -296,7 +328,8 @@ class OctaveConvBase(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
                 f"alpha=({self.alpha_in:g}, {self.alpha_out:g}), "
-                f"low=({self.low_in}, {self.low_out}), paths={[p.name for p in self.paths]}")
+                f"low=({self.low_in}, {self.low_out}){', within_groups' if self.within_groups else ''}, "
+                f"paths={[p.name for p in self.paths]}")
 
     # -- forward --------------------------------------------------------------------------
     def _octave_forward(self, x: Union[Tensor, OctaveTensor],
@@ -360,7 +393,7 @@ class OctaveConvBase(nn.Module):
                                   for p in parts[1:]]
         if len(parts) == 1:
             return parts[0]
-        if self.groups > 1:
+        if self.groups > 1 and not self.within_groups:
             return torch.cat(parts, dim=1)
         return parts[0] + parts[1]
 
@@ -379,10 +412,11 @@ class OctConv2d(OctaveConvBase):
                  padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
                  alpha: AlphaLike = 0.5, padding_mode: str = "zeros", *,
                  in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None,
-                 strided_high: bool = False, device: Optional[Union[str, torch.device]] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
+                 strided_high: bool = False, within_groups: bool = False,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, alpha,
-                         padding_mode, in_split=in_split, out_split=out_split, strided_high=strided_high)
+                         padding_mode, in_split=in_split, out_split=out_split, strided_high=strided_high,
+                         within_groups=within_groups)
         factory = {"device": device, "dtype": dtype}
         if self.is_plain:
             self.h2h = nn.Conv2d(in_channels, out_channels, kernel_size, stride, self.padding, dilation,
@@ -401,7 +435,9 @@ class OctConv2d(OctaveConvBase):
         """An OctConv2d holding ``conv``'s weights, sliced into the paths.
 
         ``in_split`` / ``out_split`` say which original channels are low (any assignment
-        for ``groups == 1`` or matching depthwise splits, trailing otherwise); by default
+        for ``groups == 1`` or matching depthwise splits; for other grouped convolutions the
+        last channels in whole groups, or the same channels of every group, which makes a
+        ``within_groups`` layer); by default
         they follow ``alpha``. ``padding`` replaces ``conv.padding`` for a convolution that
         pads by other means (``"same"`` for one that pads as TensorFlow's SAME at run time).
         ``strided_high`` keeps the original strided convolution as the h2h path of a strided
@@ -416,6 +452,7 @@ class OctConv2d(OctaveConvBase):
         in_split = as_split(conv.in_channels, in_split if explicit_in else alpha_in, in_unit)
         out_split = as_split(conv.out_channels, out_split if explicit_out else alpha_out, out_unit)
         check_grouped_splits(groups, conv.in_channels, conv.out_channels, in_split, out_split)
+        within_groups = splits_within_groups(groups, in_split, out_split)
         # Splits made from alpha go in as alpha, so that errors quote the alpha asked for.
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                     conv.padding if padding is None else padding,
@@ -423,11 +460,12 @@ class OctConv2d(OctaveConvBase):
                     padding_mode=conv.padding_mode,
                     in_split=ChannelSplit.trailing(conv.in_channels, in_split.n_low) if explicit_in else None,
                     out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low) if explicit_out else None,
-                    strided_high=strided_high, device="meta")  # no random initialisation: every weight is copied below
+                    strided_high=strided_high, within_groups=within_groups,
+                    device="meta")  # no random initialisation: every weight is copied below
         layer = layer.to_empty(device=conv.weight.device).to(dtype=conv.weight.dtype)
         with torch.no_grad():
             for path, target in layer.path_convs():
-                rows, cols = path_weight_index(path, in_split, out_split, groups)
+                rows, cols = path_weight_index(path, in_split, out_split, groups, within_groups)
                 rows_index = torch.tensor(rows, dtype=torch.long, device=conv.weight.device)
                 weight = conv.weight.index_select(0, rows_index)
                 if cols is not None:

@@ -86,6 +86,7 @@ class OctConvTranspose2d(nn.Module):
         factory = {"device": device, "dtype": dtype}
         alpha_in, alpha_out = parse_alpha(alpha)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.within_groups = False  # grouped layers split in whole groups
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         self.output_padding, self.dilation = _pair(output_padding), _pair(dilation)
         if groups < 1 or in_channels % groups or out_channels % groups:

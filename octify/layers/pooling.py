@@ -8,9 +8,11 @@ per dimension); the rules that get it there:
   padding and dilation in *ceil* mode, then crop its bottom rows and right columns to
   ``half_size`` of the high output. Floor mode would fall one pixel short whenever
   ``H mod 4 = 2`` (2x2 / stride 2: a 6-pixel high branch pools to 3, whose low branch
-  needs 2; the 3-pixel low branch pools to 1 in floor mode, to 2 in ceil mode). Ceil mode
-  never falls short for 2x2 / 2, 3x3 / 2 (padding 0 or 1, floor mode) and padded stride-1
-  pools; :func:`pool_size_problem` names the geometries (and the sizes) where it does.
+  needs 2; the 3-pixel low branch pools to 1 in floor mode, to 2 in ceil mode). Where
+  even ceil mode falls short (3x3 / 2 without padding in ceil mode at odd low sizes,
+  unpadded stride-1 pools on a one-pixel low branch), the low branch is first extended
+  at its bottom rows and right columns by repeating its edge pixels, as many strides as
+  it lacks outputs, so every geometry runs at every size.
 * **Resizing** (:class:`OctInterpolate`, nearest neighbour): resize the low branch by the
   same scale factor as the high branch, then crop to ``half_size`` of the high output. For
   a whole-number scale factor this is exact: resizing a merged tensor equals merging the
@@ -34,7 +36,6 @@ from .checks import OctaveTensor, octave_input
 from .octconv import _pair
 
 Pool = Union[nn.MaxPool2d, nn.AvgPool2d]
-SIZE_CHECK_LIMIT = 1024
 NEAREST_MODES = ("nearest", "nearest-exact")
 
 
@@ -48,26 +49,11 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation
 
 
 def pool_size_problem(pool: Pool) -> Optional[str]:
-    """Why :class:`OctPool2d` cannot run ``pool`` per branch at every input size (None if it can).
-
-    Checks every input size up to ``SIZE_CHECK_LIMIT`` along both dimensions; the reason
-    quotes the first size where the low branch falls short.
-    """
+    """Why :class:`OctPool2d` cannot run ``pool`` per branch (None if it can, at every input size)."""
     if getattr(pool, "return_indices", False):
         return "pooling that returns indices has no octave rule (the indices would refer to two maps)"
     if getattr(pool, "divisor_override", None):
         return "average pooling with a divisor override has no octave rule"
-    geometry = (_pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding), _pair(getattr(pool, "dilation", 1)))
-    for dim in (0, 1):
-        kernel, stride, padding, dilation = (value[dim] for value in geometry)
-        for size in range(1, SIZE_CHECK_LIMIT):
-            high = pool_output_size(size, kernel, stride, padding, dilation, pool.ceil_mode)
-            low = pool_output_size((size + 1) // 2, kernel, stride, padding, dilation, True)
-            if high > 0 and low < (high + 1) // 2:
-                return (f"{type(pool).__name__}(kernel {kernel}, stride {stride}, padding {padding}, dilation "
-                        f"{dilation}, ceil_mode={pool.ceil_mode}) cannot run per branch: a {size}-pixel side pools "
-                        f"to {high}, so its low branch needs {(high + 1) // 2}, but the {(size + 1) // 2}-pixel "
-                        f"low branch pools to {low} even in ceil mode")
     return None
 
 
@@ -86,7 +72,8 @@ def _crop(x: Tensor, size: Sequence[int]) -> Tensor:
 
 class OctPool2d(nn.Module):
     """Max or average pooling of an octave tensor: ``pool`` on the high branch, the module
-    docstring's rule (ceil mode, then crop to ``half_size``) on the low branch."""
+    docstring's rule (ceil mode, edge pixels repeated where it falls short, then a crop to
+    ``half_size``) on the low branch."""
 
     def __init__(self, pool: Pool) -> None:
         super().__init__()
@@ -102,7 +89,21 @@ class OctPool2d(nn.Module):
     def forward(self, x: OctaveTensor) -> OctaveTensor:
         high, low = octave_input(x, f"OctPool2d({type(self.pool).__name__})")
         high = self.pool(high)
-        return high, _crop(self.low_pool(low), half_size(high.shape[-2:]))
+        target = half_size(high.shape[-2:])
+        return high, _crop(self.low_pool(self._extended(low, target)), target)
+
+    def _extended(self, low: Tensor, target: Sequence[int]) -> Tensor:
+        """``low`` with edge pixels repeated at the bottom and right where ceil-mode pooling would fall short."""
+        geometry = zip(_pair(self.pool.kernel_size), _pair(self.pool.stride or self.pool.kernel_size),
+                       _pair(self.pool.padding), _pair(getattr(self.pool, "dilation", 1)))
+        pads = []
+        for size, wanted, (kernel, stride, padding, dilation) in zip(low.shape[-2:], target, geometry):
+            short = max(dilation * (kernel - 1) + 1 - 2 * padding - size, 0)  # pixels missing for one window
+            got = pool_output_size(size + short, kernel, stride, padding, dilation, True)
+            pads.append(short + stride * max(wanted - got, 0))
+        if not any(pads):
+            return low
+        return F.pad(low, (0, pads[1], 0, pads[0]), mode="replicate")
 
 
 class OctInterpolate(nn.Module):

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch import fx, nn
 
 from ..capture.facts import ConvFacts, channels, conv_facts, conv_name, feature_args, feature_shape, is_feature_map, spatial
-from ..layers.channels import ChannelSplit, low_channel_count
+from ..layers.channels import ChannelSplit, group_pattern, low_channel_count
+from ..layers.octconv import check_grouped_splits
 from ..layers.select import selected_split
 from ..notes import Note
 from ..rules import registry
 from ..rules.concat import parts_and_dim
+from ..rules.pooling import is_resize
 from ..rules.registry import BOUNDARY, CAT, CHANNELS, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
 from .schedule import Schedule
 
@@ -47,16 +49,31 @@ class _Why:
     source: Optional[fx.Node] = None
 
 
+@dataclass(frozen=True)
+class AlphaGroup:
+    """Convolutions that share one alpha: those writing one class of feature maps that takes its split from
+    the schedule (``writers``; the class takes the alpha of the first, ``name``), and those that only read it
+    (``readers``: their own output stays plain for another reason, such as small maps)."""
+
+    name: str
+    writers: Tuple[str, ...]
+    readers: Tuple[str, ...] = ()
+
+
 @dataclass
 class Plan:
-    """The decisions: a split (or None for plain) per feature-map node, per-conv splits, and notes;
-    ``strided_high``: strided octave convolutions keep the original strided convolution as their h2h path."""
+    """The decisions: a split (or None for plain) per feature-map node, per-conv splits, and notes.
+
+    ``groups`` lists the classes whose split comes from the schedule's alpha (see :class:`AlphaGroup`);
+    ``strided_high``: strided octave convolutions keep the original strided convolution as their h2h path.
+    """
 
     categories: Dict[fx.Node, str]
     layouts: Dict[fx.Node, Split]
     conv_splits: Dict[fx.Node, Tuple[Split, Split]]
     boundary_reasons: Dict[fx.Node, str]
     notes: List[Note] = field(default_factory=list)
+    groups: List[AlphaGroup] = field(default_factory=list)
     strided_high: bool = False
 
     def layout(self, node: object) -> Split:
@@ -82,6 +99,15 @@ def is_depthwise(conv: ConvFacts) -> bool:
     return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
 
 
+def _fits_groups(conv: ConvFacts, in_split: ChannelSplit, out_split: Split) -> bool:
+    out_split = out_split or ChannelSplit.trailing(conv.out_channels, 0)
+    try:
+        check_grouped_splits(conv.groups, conv.in_channels, conv.out_channels, in_split, out_split)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_grouped(conv: ConvFacts) -> bool:
     """Grouped but not depthwise: its splits must fall on group boundaries."""
     return conv.groups > 1 and not is_depthwise(conv)
@@ -105,6 +131,7 @@ class Planner:
         self.notes: List[Note] = []
         self.classes = _UnionFind()
         self.selections: Dict[fx.Node, Tuple[fx.Node, Tuple[int, ...]]] = {}
+        self.group_writers: Dict[fx.Node, Tuple[str, ...]] = {}  # class root -> convolutions writing it
 
     def _conv(self, node: fx.Node) -> ConvFacts:
         return conv_facts(node, self.modules)
@@ -187,7 +214,9 @@ class Planner:
         return []
 
     def _decide_class(self, group: List[fx.Node], layouts: Dict[fx.Node, Split]) -> Tuple[Split, Optional[_Why]]:
-        smallest = min(group, key=lambda n: min(spatial(n)))
+        convolved = [n for n in group if self.categories[n] == CONV
+                     or any(self.categories.get(user) == CONV for user in n.users)]
+        smallest = min(convolved or group, key=lambda n: min(spatial(n)))  # a pooled map no conv reads is free
         if min(spatial(smallest)) < self.min_size:
             return None, _Why("small maps (< min_size)", lambda conv: self._small_maps(conv, smallest))
         derived = [n for n in group if self.categories[n] == CAT or self.categories[n] == CHANNELS
@@ -206,36 +235,44 @@ class Planner:
         useless = self._why_not_useful(group)
         if useless:
             return None, useless
-        count = channels(first)
-        unit = self._group_unit(group)
-        n_low = low_channel_count(count, alpha, unit)
-        if n_low == 0 or n_low >= count:
-            grouping = f" in whole groups of {unit}" if unit > 1 else ""
-            return None, _Why("alpha leaves a branch empty",
-                              lambda conv: f"alpha {alpha:g} of its {count} channels{grouping} leaves a branch empty")
+        self.group_writers[self.classes.find(first)] = tuple(dict.fromkeys(  # its split follows the schedule
+            conv_name(n) for n in [first] + [n for n in group if self.categories[n] == CONV and n is not first]))
         for other in willing[1:]:
             other_alpha, pattern = self.schedule.lookup(conv_name(other))
             if other_alpha != alpha:
                 self.notes.append(Note(conv_name(other), "schedule",
                                        f"alpha {other_alpha:g} (pattern {pattern!r}) gives way to {alpha:g}: its output "
                                        f"is added to that of {conv_name(first)}, and both must split alike"))
-        return self._alpha_split(group, count, alpha, unit, conv_name(first)), None
+        count = channels(first)
+        unit = self._group_unit(group)
+        if unit > 1:  # grouped convolutions: each group split on its own where every group can split alike
+            within = self._alpha_split(group, count, alpha, 1, self._group_cuts(group))
+            if within.n_low and within.n_high and self._every_group_alike(group, within):
+                return within, None
+        n_low = low_channel_count(count, alpha, unit)
+        if n_low == 0 or n_low >= count:
+            grouping = f" in whole groups of {unit}" if unit > 1 else ""
+            return None, _Why("alpha leaves a branch empty",
+                              lambda conv: f"alpha {alpha:g} of its {count} channels{grouping} leaves a branch empty")
+        return self._alpha_split(group, count, alpha, unit, name=conv_name(first)), None
 
-    def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int, name: str) -> ChannelSplit:
+    def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
+                     cuts: Iterable[int] = (), name: Optional[str] = None) -> ChannelSplit:
         """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
-        (``torch.split`` / ``chunk`` / slices), so that every part keeps both branches; with channel scores,
-        the lowest-scoring channels of each part instead of the last ones (not for grouped convolutions,
-        which need their low channels last)."""
+        (``torch.split`` / ``chunk`` / slices, the groups in ``cuts``), so that every part keeps both branches.
+        With channel scores and a ``name`` to note the choice under, the lowest-scoring channels of each part
+        instead of the last ones (not for grouped convolutions, which need their low channels last)."""
         members = set(group)
-        cuts = {0, count}
+        cuts = {0, count, *cuts}
         for source, index in self.selections.values():
-            if source in members and index == tuple(range(index[0], index[0] + len(index))):
-                cuts |= {index[0], index[0] + len(index)}
-        bounds = sorted(cuts)
+            for picked in self._picks_from(source, members, index):
+                cuts |= {start for start in picked if start - 1 not in picked} | {end + 1 for end in picked
+                                                                                   if end + 1 not in picked}
+        bounds = sorted(cut for cut in cuts if 0 <= cut <= count)
         ranges = [(start, end, low_channel_count(end - start, alpha)) for start, end in zip(bounds, bounds[1:])]
         if unit > 1 or len(ranges) == 1 or any(not n_low or n_low == end - start for start, end, n_low in ranges):
             ranges = [(0, count, low_channel_count(count, alpha, unit))]
-        scores = self._class_scores(group, count) if unit == 1 else None
+        scores = self._class_scores(group, count) if unit == 1 and name is not None else None
         if scores is None:
             return ChannelSplit.concat(ChannelSplit.trailing(end - start, n_low) for start, end, n_low in ranges)
         low = [False] * count
@@ -265,6 +302,24 @@ class Planner:
                     f"data: mean loss at half resolution {mean(split.low_index):.3g} for the low channels, "
                     f"{mean(split.high_index):.3g} for the high ones ({mean(fixed):.3g} for the last ones, "
                     f"the default)")
+
+    def _picks_from(self, source: fx.Node, members: set, index: Tuple[int, ...]) -> List[set]:
+        """The channels of the class (``members``) that a selection of ``source`` at ``index`` picks: directly, or
+        through a channel concat with a part in the class (a shuffle after ``cat`` picks from each part)."""
+        while source not in members and source in self.selections:  # a selection of a selection (chunk of a shuffle)
+            source, inner = self.selections[source]
+            index = tuple(inner[i] for i in index)
+        if source in members:
+            return [set(index)]
+        if self.categories.get(source) != CAT:
+            return []
+        picks, offset = [], 0
+        for part in parts_and_dim(source)[0]:
+            width = channels(part)
+            if part in members:
+                picks.append({i - offset for i in index if offset <= i < offset + width})
+            offset += width
+        return [picked for picked in picks if picked]
 
     def _small_maps(self, conv: fx.Node, smallest: fx.Node) -> str:
         (height, width), (least_h, least_w) = spatial(conv), spatial(smallest)
@@ -334,68 +389,66 @@ class Planner:
         return [user for node in group for user in node.users if user not in inside]
 
     def _why_not_useful(self, group: List[fx.Node]) -> Optional[_Why]:
-        """Why two branches would be wasted here: every consumer needs a plain tensor."""
+        """Why two branches would be wasted here: nothing reads the class, or every consumer ends the octave
+        region by convention: the model's output, a resize of a prediction, a convolution into a small map
+        (the paper's last octave layer before a plain stage). Any other plain consumer (pooling, the
+        classifier, an op without a rule) gets a merge on its edge; the convolutions still save MACs."""
         inside = set(group)
         rejoining = [n for n in group if self.categories[n] == CONV and not is_depthwise(self._conv(n))
                      and any(arg in inside for arg in feature_args(n))]  # a conv whose output re-joins its input
         consumers = [u for u in self._external_consumers(group) + rejoining if self.categories.get(u) != SHAPE]
-        useful = [u for u in consumers if self._uses_octave(u)]
-        if useful:
-            return None
         if not consumers:
             return _Why("output unused", lambda conv: "nothing reads its output")
+        if any(self._uses_octave(u) or not self._ends_the_region(u) for u in consumers):
+            return None
         names = ", ".join(sorted({self._kind(u) if u.op == "output" else registry.describe(u)
                                   for u in consumers})[:3])
         kinds = ", ".join(sorted({self._kind(u) for u in consumers}))
-        ruleless = [u for u in consumers if self._lacks_rule(u)]
-        if ruleless:
-            kinds = ", ".join(sorted({self._kind(u) for u in ruleless}))
-            return _Why(f"output feeds only ops with no octave rule: {kinds}",
-                        lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
-                                     f"only feeds {names}, which need a plain tensor ({kinds}: no octave rule)")
         return _Why(f"output feeds only plain consumers: {kinds}",
                     lambda conv: f"its output ({channels(conv)} channels, {'x'.join(map(str, spatial(conv)))}) "
                                  f"only feeds {names}, which need a plain tensor")
 
+    def _ends_the_region(self, consumer: fx.Node) -> bool:
+        return consumer.op == "output" or self.categories.get(consumer) == CONV or is_resize(consumer, self.modules)
+
     def _kind(self, node: fx.Node) -> str:
-        """What a node is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``, and for
-        a function inside another library's variant of a PyTorch layer, that variant's class."""
+        """What a node is, without its name: ``Linear``, ``torch.flatten``, a small-map ``Conv2d``."""
         if node.op == "output":
             return "the model's output"
         if node.op != "call_module":
-            owner = self._variant_owner(node)
-            if owner is not None:
-                return f"{registry.describe(node)} in {owner.__module__.partition('.')[0]}'s {owner.__name__}"
             return registry.describe(node)
         kind = type(self.modules[node.target]).__name__
         small = self.categories.get(node) == CONV and min(spatial(node)) < self.min_size
         return f"{kind} on small maps" if small else kind
-
-    def _lacks_rule(self, node: fx.Node) -> bool:
-        """An op of another library that no octave rule covers: a module, or a function inside a variant of a
-        PyTorch layer (timm's BatchNormAct2d runs F.batch_norm); a rule would let it take octave tensors."""
-        if registry.find_rule(node, self.modules) is not None:
-            return False
-        if node.op == "call_module":
-            return not type(self.modules[node.target]).__module__.startswith("torch.")
-        return node.op == "call_function" and self._variant_owner(node) is not None
-
-    @staticmethod
-    def _variant_owner(node: fx.Node) -> Optional[type]:
-        """The class of the module a function node runs in, if it is another library's subclass of a PyTorch
-        layer (not of ``nn.Module`` alone), else None."""
-        stack = list((node.meta.get("nn_module_stack") or {}).values())
-        owner = stack[-1][1] if stack and isinstance(stack[-1], tuple) else None
-        if not isinstance(owner, type) or owner.__module__.startswith("torch."):
-            return None
-        layers = [base for base in owner.__mro__[1:] if base.__module__.startswith("torch.nn.") and base is not nn.Module]
-        return owner if layers else None
 
     def _uses_octave(self, consumer: fx.Node) -> bool:
         category = self.categories.get(consumer)
         if category in (CAT, GLOBAL_POOL, CHANNELS):
             return True
         return category == CONV and min(spatial(consumer)) >= self.min_size
+
+    def _grouped_convs(self, group: List[fx.Node]) -> List[Tuple[ConvFacts, bool]]:
+        """The grouped (not depthwise) convolutions that write (False) or read (True) the class."""
+        found = [(self._conv(node), False) for node in group if self.categories[node] == CONV]
+        found += [(self._conv(user), True) for node in group for user in node.users
+                  if self.categories.get(user) == CONV]
+        return [(conv, reads) for conv, reads in found if _is_grouped(conv)]
+
+    def _group_cuts(self, group: List[fx.Node]) -> List[int]:
+        cuts = []
+        for conv, reads in self._grouped_convs(group):
+            width = (conv.in_channels if reads else conv.out_channels) // conv.groups
+            cuts += range(width, conv.in_channels if reads else conv.out_channels, width)
+        return cuts
+
+    def _every_group_alike(self, group: List[fx.Node], split: ChannelSplit) -> bool:
+        """Every grouped convolution of the class sees the same low channels in each group (transposed ones
+        split in whole groups only)."""
+        transposed = any(isinstance(self.modules.get(conv.target), nn.ConvTranspose2d)
+                         for node in group for conv in [node, *node.users]
+                         if self.categories.get(conv) == CONV and conv.op == "call_module")
+        return not transposed and all(group_pattern(split, conv.groups) is not None
+                                      for conv, _ in self._grouped_convs(group))
 
     def _group_unit(self, group: List[fx.Node]) -> int:
         """Channels per split step: whole groups of the grouped convs that write or read the class."""
@@ -409,8 +462,10 @@ class Planner:
         return unit
 
     # -- 4. per-conv splits ------------------------------------------------------------------
-    def _conv_splits(self, layouts: Dict[fx.Node, Split],
-                     reasons: Dict[fx.Node, _Why]) -> Dict[fx.Node, Tuple[Split, Split]]:
+    def _conv_splits(self, layouts: Dict[fx.Node, Split], reasons: Dict[fx.Node, _Why],
+                     readers: Dict[fx.Node, List[str]]) -> Dict[fx.Node, Tuple[Split, Split]]:
+        """Each convolution's input and output split; ``readers`` collects, per class, the convolutions that
+        read it and write a plain output."""
         result = {}
         for node in self.nodes:
             if self.categories[node] != CONV:
@@ -421,12 +476,14 @@ class Planner:
             own_reason = None if is_depthwise(conv) else self._plain_output_reason(node)
             if own_reason:
                 out_split = None
-            if in_split is not None and conv.groups > 1 and not is_depthwise(conv) and not (
-                    in_split.is_trailing and in_split.n_low % (conv.in_channels // conv.groups) == 0):
+            if in_split is not None and _is_grouped(conv) and not _fits_groups(conv, in_split, out_split):
                 in_split = None
                 self.notes.append(Note(conv_name(node), "plain input",
-                                       f"groups={conv.groups} need the low channels last in whole groups"))
+                                       f"groups={conv.groups} need the low channels last in whole groups, or the "
+                                       "same channels low in every group, on both sides"))
             result[node] = (in_split, out_split)
+            if in_split is not None and out_split is None:
+                readers.setdefault(self.classes.find(source), []).append(conv_name(node))
             if out_split is None:
                 self.notes.append(self._plain_note(node, own_reason or reasons.get(self.classes.find(node))))
         return result
@@ -435,8 +492,12 @@ class Planner:
         self._categorize()
         self._join()
         layouts, reasons = self._decide()
-        conv_splits = self._conv_splits(layouts, reasons)
-        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes, self.strided_high)
+        readers: Dict[fx.Node, List[str]] = {}
+        conv_splits = self._conv_splits(layouts, reasons, readers)
+        groups = [AlphaGroup(writers[0], writers, tuple(readers.get(root, ())))
+                  for root, writers in self.group_writers.items()]
+        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes, groups,
+                    self.strided_high)
 
 
 def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True,

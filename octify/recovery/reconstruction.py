@@ -159,14 +159,14 @@ def _unfit_reason(layer: OctConv2d, target: Optional[nn.Module], calls: int) -> 
 def _blocks(layer: OctConv2d) -> List[_Block]:
     _, out_split = layer.original_splits
     pairs = list(layer.path_convs())
-    if layer.groups == 1:
+    if layer.groups == 1 or layer.within_groups:  # the paths into a branch sum: fitted jointly, group by group
         blocks = []
         for low in (False, True):
             members = [(p, c) for p, c in pairs if p.dst_low == low]
             if members:
                 owner = next((c for p, c in members if c.bias is not None), None)
                 blocks.append(_Block([p for p, _ in members], [c for _, c in members], out_split.branch_index(low),
-                                     low, 1, owner))
+                                     low, layer.groups, owner))
         return blocks
     return [_Block([p], [c], out_split.branch_index(p.dst_low)[slice(*p.out_range)], p.dst_low, p.groups,
                    c if c.bias is not None else None) for p, c in pairs]

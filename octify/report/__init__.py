@@ -9,7 +9,8 @@ from .comparison import Report, build_report
 from .costs import SCHEMA_VERSION, LayerCost, ModelCost
 from .counting import cost
 from .coverage import Coverage, ReasonGroup, SavingsWarning
+from .latency import Latency
 from .rules import RULES, CountingRule, OpCall, find_rule, register_rule
 
-__all__ = ["RULES", "SCHEMA_VERSION", "CountingRule", "Coverage", "LayerCost", "ModelCost", "OpCall", "ReasonGroup",
+__all__ = ["RULES", "SCHEMA_VERSION", "CountingRule", "Coverage", "LayerCost", "Latency", "ModelCost", "OpCall", "ReasonGroup",
            "Report", "SavingsWarning", "build_report", "cost", "find_rule", "register_rule"]

@@ -1,6 +1,6 @@
 """The comparison report of a conversion: the original and the converted model side by side.
 
-``Report.to_dict()`` (schema version 2): ``schema_version``, ``units``, ``original`` and
+``Report.to_dict()`` (schema version 3): ``schema_version``, ``units``, ``original`` and
 ``converted`` (each a ``ModelCost.to_dict()`` without its own version and units),
 ``ratios`` (converted / original for ``macs``, ``params``, ``activation_bytes``,
 ``peak_activation_bytes``; null where the original is 0), ``ratios_exclude`` (layers of
@@ -8,8 +8,10 @@ either model that could not be counted, so that MACs and their ratio leave them 
 ``coverage`` (``convolution_macs``, ``octave_macs``, ``share``, and ``plain``: one
 ``{"cause", "layers", "macs", "share"}`` per cause, largest first; see
 :mod:`octify.report.coverage`), ``possible_savings`` (MACs the alphas could save if every
-convolution were octave; null when no alphas were given) and ``notes`` (the conversion's
-notes, ``{"name", "kind", "reason", "cause"}``).
+convolution were octave; null when no alphas were given), ``notes`` (the conversion's
+notes, ``{"name", "kind", "reason", "cause"}``) and ``latency`` (null unless a tuning measured it:
+``{"setting", "original_s", "converted_s", "ratio", "estimated_ratio"}``, see
+:class:`octify.report.latency.Latency`; each measured layer's seconds are its ``latency``).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from .counting import cost
 from .coverage import Coverage, coverage, possible_savings, shortfall_warning
 from .exports import csv_text, dataframe
 from .grouping import group, subtotals
+from .latency import Latency
 
 RATIO_KEYS = ("macs", "params", "activation_bytes", "peak_activation_bytes")
 BOUNDARY_OPS = tuple(op.__name__ for op in (OctSplit, OctMerge, OctGlobalAvgPool, OctGlobalMaxPool, ChannelSplitter,
@@ -78,6 +81,7 @@ class Report:
     converted: ModelCost
     notes: List[Note] = field(default_factory=list)
     possible_savings: Optional[int] = None
+    latency: Optional[Latency] = None
 
     @property
     def coverage(self) -> Coverage:
@@ -124,7 +128,8 @@ class Report:
         return {"schema_version": SCHEMA_VERSION, "units": UNITS, "original": body(self.original),
                 "converted": body(self.converted), "ratios": self.ratios, "ratios_exclude": self.uncounted,
                 "coverage": self.coverage.to_dict(), "possible_savings": self.possible_savings,
-                "notes": [note.to_dict() for note in self.notes]}
+                "notes": [note.to_dict() for note in self.notes],
+                "latency": self.latency.to_dict() if self.latency else None}
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -145,11 +150,12 @@ class Report:
     def grid(self, depth: Optional[int] = DEFAULT_DEPTH) -> formatting.Grid:
         """Converted layers grouped to ``depth``, next to the original's entry of the same name."""
         numeric = ("params", "MACs original", "MACs", "ratio", "maps original", "feature maps", "maps ratio")
-        grid = formatting.Grid(["module", "op", "alpha in/out", *numeric], numeric=numeric)
+        timed = ("ms original", "ms", "ms ratio") if self.latency else ()
+        grid = formatting.Grid(["module", "op", "alpha in/out", *numeric, *timed], numeric=numeric + timed)
         before = subtotals(self.original.layers)
         for entry in group(self.converted.layers, depth):
             old = before.get(entry.path)
-            old_macs, old_bytes = (old.macs, old.activation_bytes) if old else (None, None)
+            old_macs, old_bytes, old_latency = (old.macs, old.activation_bytes, old.latency) if old else (None,) * 3
             first = entry.rows[0]
             grid.rows.append([
                 "  " * (len(entry.path) - 1) + entry.name, entry.op(self.converted.module_types),
@@ -158,7 +164,9 @@ class Report:
                 formatting.count(old_macs), formatting.count(entry.macs),
                 formatting.percent(formatting.ratio(entry.macs, old_macs)),
                 formatting.size(old_bytes), formatting.size(entry.activation_bytes),
-                formatting.percent(formatting.ratio(entry.activation_bytes, old_bytes))])
+                formatting.percent(formatting.ratio(entry.activation_bytes, old_bytes))]
+                + ([formatting.milliseconds(old_latency), formatting.milliseconds(entry.latency),
+                    formatting.percent(formatting.ratio(entry.latency, old_latency))] if timed else []))
         return grid
 
     def totals_grid(self) -> formatting.Grid:
@@ -175,6 +183,10 @@ class Report:
                               formatting.percent(formatting.ratio(getattr(self.converted, key),
                                                                   getattr(self.original, key)))])
         grid.rows.append(["peak reached at", self.original.peak_at, self.converted.peak_at, ""])
+        if self.latency:
+            grid.rows.append([f"latency, ms ({self.latency.setting}; measured)",
+                              formatting.milliseconds(self.latency.original),
+                              formatting.milliseconds(self.latency.converted), formatting.percent(self.latency.ratio)])
         cover = self.coverage
         grid.rows.append(["coverage: convolution MACs in octave layers", formatting.count(cover.convolution_macs),
                           formatting.count(cover.octave_macs), formatting.percent(cover.share)])

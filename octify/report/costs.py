@@ -12,7 +12,9 @@
   name, or node name for functions), ``scope`` (the enclosing module), ``op``,
   ``alpha_in`` / ``alpha_out`` (null unless a convolution), ``output_shapes``, ``params``,
   ``macs``, ``activation_bytes``, ``remark`` (what the counting rule adds), ``reason``
-  (the conversion's explanation), ``cause`` (the kind of reason, for grouping);
+  (the conversion's explanation), ``cause`` (the kind of reason, for grouping), ``latency``
+  (seconds, measured in place by a tuning, a convolution with what ``for_inference`` fused into it;
+  null when not measured);
 * ``measured``: layers no counting rule covers, counted by ``FlopCounterMode`` on fake tensors
   (their remark says so);
 * ``uncounted``: layers no rule covers that could not be measured either: ``macs`` excludes them.
@@ -28,11 +30,11 @@ from . import formatting
 from .exports import csv_text, dataframe
 from .grouping import group
 
-SCHEMA_VERSION = 2  # 2: layers' ``cause``, ``measured``; the report's ``coverage``
+SCHEMA_VERSION = 3  # 2: layers' ``cause``, ``measured``; the report's ``coverage``; 3: ``latency``
 UNITS = {"macs": "multiply-accumulates", "flops": "2 x macs", "activation_bytes": "bytes",
          "peak_activation_bytes": "bytes"}
 DEFAULT_DEPTH = 2
-MEASURED_TITLE = "Counted by measurement (FlopCounterMode on fake tensors; no counting rule)"
+MEASURED_TITLE = "Counted by measurement (FlopCounterMode on fake tensors, or on a fixed random input for code that reads values; no counting rule)"
 UNCOUNTED_TITLE = "Not counted (no counting rule, could not be measured; MACs and ratios exclude them)"
 
 
@@ -52,6 +54,7 @@ class LayerCost:
     remark: str = ""
     reason: str = ""
     cause: str = ""
+    latency: Optional[float] = None
 
     @property
     def path(self) -> Tuple[str, ...]:
@@ -115,8 +118,9 @@ class ModelCost:
         return dataframe([layer.to_dict() for layer in self.layers])
 
     def grid(self, depth: Optional[int] = DEFAULT_DEPTH) -> formatting.Grid:
-        grid = formatting.Grid(["module", "op", "alpha in/out", "output", "params", "MACs", "feature maps"],
-                               numeric=("params", "MACs", "feature maps"))
+        timed = any(layer.latency is not None for layer in self.layers)
+        grid = formatting.Grid(["module", "op", "alpha in/out", "output", "params", "MACs", "feature maps"]
+                               + (["ms"] if timed else []), numeric=("params", "MACs", "feature maps", "ms"))
         for entry in group(self.layers, depth):
             first = entry.rows[0]
             layer = entry.is_layer
@@ -124,7 +128,8 @@ class ModelCost:
                               formatting.alphas(first.alpha_in, first.alpha_out) if layer else "",
                               formatting.shapes(first.output_shapes) if layer else "",
                               formatting.count(entry.params), formatting.count(entry.macs),
-                              formatting.size(entry.activation_bytes)])
+                              formatting.size(entry.activation_bytes)]
+                             + ([formatting.milliseconds(entry.latency)] if timed else []))
         return grid
 
     def totals_grid(self) -> formatting.Grid:

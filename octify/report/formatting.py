@@ -26,6 +26,11 @@ def size(nbytes: Optional[int]) -> str:
     return f"{count(nbytes)}B" if nbytes >= 1000 else f"{nbytes} B"
 
 
+def milliseconds(seconds: Optional[float]) -> str:
+    """``0.01234`` -> ``'12.3'`` (milliseconds, three significant digits); blank for None."""
+    return "" if seconds is None else f"{seconds * 1e3:.3g}"
+
+
 def percent(ratio: Optional[float]) -> str:
     return "" if ratio is None else f"{ratio:.1%}"
 

@@ -38,6 +38,12 @@ class Entry:
     def activation_bytes(self) -> int:
         return sum(row.activation_bytes for row in self.rows)
 
+    @property
+    def latency(self) -> Optional[float]:
+        """Seconds of the rows that were timed; None when none was."""
+        timed = [row.latency for row in self.rows if row.latency is not None]
+        return sum(timed) if timed else None
+
     def op(self, module_types: Dict[str, str]) -> str:
         if not self.is_layer:
             return module_types.get(self.name, "")

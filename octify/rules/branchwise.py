@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch.fx.node import _get_qualified_name
 
 from .. import ops
 from ..capture.facts import broadcasts_to_both, feature_args, feature_shape
-from ..layers import Branchwise, ChannelSplit, OctBatchNorm2d, OctStochasticDepth
+from ..layers import Branchwise, OctBatchNorm2d, OctStochasticDepth
 from .registry import PER_BRANCH, Rule, register, register_fallback, when_octave
 
 if TYPE_CHECKING:

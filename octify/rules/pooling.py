@@ -81,6 +81,13 @@ def _resize_arguments(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[
     return bound_arguments(INTERPOLATE_SIGNATURE, node)
 
 
+def is_resize(node: fx.Node, modules: Dict[str, nn.Module]) -> bool:
+    """``F.interpolate`` or a resizing module, whatever its mode."""
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), RESIZES)
+    return node.op == "call_function" and node.target is F.interpolate
+
+
 def check_resize(node: fx.Node, modules: Dict[str, nn.Module]) -> Optional[str]:
     arguments = _resize_arguments(node, modules)
     if arguments is None:
