@@ -33,6 +33,7 @@ from ..rules.registry import BOUNDARY, CAT, CHANNELS, CONV, ELEMENTWISE, PER_BRA
 from .schedule import Schedule
 
 Split = Optional[ChannelSplit]
+MAX_SELECTION_DEPTH = 8  # concats of selections followed back this many levels
 
 
 @dataclass(frozen=True)
@@ -251,38 +252,59 @@ class Planner:
     def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
                      cuts: Iterable[int] = ()) -> ChannelSplit:
         """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
-        (``torch.split`` / ``chunk`` / slices, the groups in ``cuts``), so that every part keeps both branches."""
+        (``torch.split`` / ``chunk`` / slices, the groups in ``cuts``), so that every part keeps both branches.
+
+        Ranges that selections pick through concats (a shuffle and chunk after ``cat``, and the next unit's,
+        each one level deeper) are cut too, level by level, while every part still keeps both branches."""
         default = ChannelSplit.trailing(count, low_channel_count(count, alpha, unit))
         members = set(group)
-        cuts = {0, count, *cuts}
+        levels: Dict[int, set] = {}
         for source, index in self.selections.values():
-            for picked in self._picks_from(source, members, index):
-                cuts |= {start for start in picked if start - 1 not in picked} | {end + 1 for end in picked
-                                                                                   if end + 1 not in picked}
+            for depth, picked in self._picks_from(source, members, index):
+                levels.setdefault(depth, set()).update(
+                    {start for start in picked if start - 1 not in picked} | {end + 1 for end in picked
+                                                                               if end + 1 not in picked})
+        split = self._ranges_split({0, count, *cuts}, count, alpha)
+        if split is None or unit > 1:
+            return default
+        chosen = {0, count, *cuts}
+        for depth in sorted(levels):
+            deeper = self._ranges_split(chosen | levels[depth], count, alpha)
+            if deeper is None:
+                break
+            chosen, split = chosen | levels[depth], deeper
+        return split
+
+    @staticmethod
+    def _ranges_split(cuts: set, count: int, alpha: float) -> Split:
+        """The last ``alpha`` of each range between ``cuts`` low; None if a range would lack a branch."""
         bounds = sorted(cut for cut in cuts if 0 <= cut <= count)
         parts = [ChannelSplit.trailing(end - start, low_channel_count(end - start, alpha))
                  for start, end in zip(bounds, bounds[1:])]
-        if unit > 1 or len(parts) == 1 or any(not part.n_low or not part.n_high for part in parts):
-            return default
+        if any(not part.n_low or not part.n_high for part in parts):
+            return None
         return ChannelSplit.concat(parts)
 
-    def _picks_from(self, source: fx.Node, members: set, index: Tuple[int, ...]) -> List[set]:
-        """The channels of the class (``members``) that a selection of ``source`` at ``index`` picks: directly, or
-        through a channel concat with a part in the class (a shuffle after ``cat`` picks from each part)."""
+    def _picks_from(self, source: fx.Node, members: set, index: Tuple[int, ...],
+                    depth: int = 0) -> List[Tuple[int, set]]:
+        """The channels of the class (``members``) that a selection of ``source`` at ``index`` picks, each with
+        its depth: directly, or through channel concats whose parts are the class or selections of it (a shuffle
+        after ``cat`` picks from each part; the next unit's shuffle picks from this one's, one level deeper)."""
         while source not in members and source in self.selections:  # a selection of a selection (chunk of a shuffle)
             source, inner = self.selections[source]
             index = tuple(inner[i] for i in index)
         if source in members:
-            return [set(index)]
-        if self.categories.get(source) != CAT:
+            return [(depth, set(index))] if index else []
+        if self.categories.get(source) != CAT or depth > MAX_SELECTION_DEPTH:
             return []
         picks, offset = [], 0
         for part in parts_and_dim(source)[0]:
             width = channels(part)
-            if part in members:
-                picks.append({i - offset for i in index if offset <= i < offset + width})
+            inside = tuple(i - offset for i in index if offset <= i < offset + width)
+            if inside:
+                picks += self._picks_from(part, members, inside, depth + (part not in members))
             offset += width
-        return [picked for picked in picks if picked]
+        return picks
 
     def _small_maps(self, conv: fx.Node, smallest: fx.Node) -> str:
         (height, width), (least_h, least_w) = spatial(conv), spatial(smallest)
