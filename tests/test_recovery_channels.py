@@ -11,7 +11,8 @@ from test_convert_oracles import PointwiseNet, block_constant, randomize_batchno
 
 
 def octave_layers(module):
-    return {name: layer for name, layer in module.named_modules() if isinstance(layer, OctConv2d) and not layer.is_plain}
+    return {name: layer for name, layer in module.named_modules()
+            if isinstance(layer, OctConv2d) and not layer.is_plain}
 
 
 @pytest.mark.parametrize("alpha", [0.25, 0.5])

@@ -210,10 +210,10 @@ def test_shufflenet_units_keep_both_branches_through_chunk_and_shuffle():
         assert torch.equal(octify.convert(model, 0.0, example_inputs=(x,)).module.eval()(x), model(x))
     conversion = octify.convert(model, 0.5, example_inputs=(x,), **OCTAVE)
     module = conversion.module.eval()
-    # each part of a concat keeps its low channels at the end of every range a later shuffle and chunk pick,
+    # each part of a concat keeps its low channels at the end of every range later shuffles and chunks pick,
     # so every chunk holds both branches; only the last shuffle is merged, for the network's output
     assert [note.name for note in conversion.notes if note.kind == "merge"] == ["merge_view_5"]
-    assert [module.get_submodule(f"{unit}.branch2.0").low_in for unit in (4, 5)] == [12, 18]  # of 24
+    assert [module.get_submodule(f"{unit}.branch2.0").low_in for unit in (4, 5)] == [12, 12]  # half of each chunk
     assert not [node for node in module.graph.nodes if node.target is octify.ops.size], "shuffle sizes, unused"
     with torch.no_grad():
         odd = torch.randn(1, 3, 29, 31)

@@ -36,6 +36,7 @@ from ..rules.registry import BOUNDARY, CAT, CHANNELS, CONV, ELEMENTWISE, PER_BRA
 from .schedule import Schedule
 
 Split = Optional[ChannelSplit]
+MAX_SELECTION_DEPTH = 8  # concats of selections followed back this many levels
 
 
 @dataclass(frozen=True)
@@ -260,28 +261,58 @@ class Planner:
                      cuts: Iterable[int] = (), name: Optional[str] = None) -> ChannelSplit:
         """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
         (``torch.split`` / ``chunk`` / slices, the groups in ``cuts``), so that every part keeps both branches.
-        With channel scores and a ``name`` to note the choice under, the lowest-scoring channels of each part
-        instead of the last ones (not for grouped convolutions, which need their low channels last)."""
-        members = set(group)
-        cuts = {0, count, *cuts}
-        for source, index in self.selections.values():
-            for picked in self._picks_from(source, members, index):
-                cuts |= {start for start in picked if start - 1 not in picked} | {end + 1 for end in picked
-                                                                                   if end + 1 not in picked}
-        bounds = sorted(cut for cut in cuts if 0 <= cut <= count)
-        ranges = [(start, end, low_channel_count(end - start, alpha)) for start, end in zip(bounds, bounds[1:])]
-        if unit > 1 or len(ranges) == 1 or any(not n_low or n_low == end - start for start, end, n_low in ranges):
-            ranges = [(0, count, low_channel_count(count, alpha, unit))]
+
+        Ranges that selections pick through concats (a shuffle and chunk after ``cat``, and the next unit's,
+        each one level deeper) are cut too, level by level, while every part still keeps both branches.
+        With channel scores and a ``name`` to note the choice under, the lowest-scoring channels of each range
+        instead of its last ones (not for grouped convolutions, which need their low channels last)."""
+        split = self._trailing_split(group, count, alpha, unit, cuts)
         scores = self._class_scores(group, count) if unit == 1 and name is not None else None
-        if scores is None:
-            return ChannelSplit.concat(ChannelSplit.trailing(end - start, n_low) for start, end, n_low in ranges)
-        low = [False] * count
+        return split if scores is None else self._scored_split(split, scores, name)
+
+    def _trailing_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
+                        cuts: Iterable[int]) -> ChannelSplit:
+        """:meth:`_alpha_split` with the last channels of each range low."""
+        default = ChannelSplit.trailing(count, low_channel_count(count, alpha, unit))
+        members = set(group)
+        levels: Dict[int, set] = {}
+        for source, index in self.selections.values():
+            for depth, picked in self._picks_from(source, members, index):
+                levels.setdefault(depth, set()).update(
+                    {start for start in picked if start - 1 not in picked} | {end + 1 for end in picked
+                                                                               if end + 1 not in picked})
+        split = self._ranges_split({0, count, *cuts}, count, alpha)
+        if split is None or unit > 1:
+            return default
+        chosen = {0, count, *cuts}
+        for depth in sorted(levels):
+            deeper = self._ranges_split(chosen | levels[depth], count, alpha)
+            if deeper is None:
+                break
+            chosen, split = chosen | levels[depth], deeper
+        return split
+
+    @staticmethod
+    def _ranges_split(cuts: set, count: int, alpha: float) -> Split:
+        """The last ``alpha`` of each range between ``cuts`` low; None if a range would lack a branch."""
+        bounds = sorted(cut for cut in cuts if 0 <= cut <= count)
+        parts = [ChannelSplit.trailing(end - start, low_channel_count(end - start, alpha))
+                 for start, end in zip(bounds, bounds[1:])]
+        if any(not part.n_low or not part.n_high for part in parts):
+            return None
+        return ChannelSplit.concat(parts)
+
+    def _scored_split(self, split: ChannelSplit, scores: List[float], name: str) -> ChannelSplit:
+        """In each range of ``split`` (high channels, then low ones), the lowest-scoring channels low instead."""
+        starts = [c for c in range(split.channels) if c == 0 or (split.low[c - 1] and not split.low[c])]
+        ranges = [(start, end, sum(split.low[start:end])) for start, end in zip(starts, starts[1:] + [split.channels])]
+        low = [False] * split.channels
         for start, end, n_low in ranges:
             for channel in sorted(range(start, end), key=lambda c: scores[c])[:n_low]:
                 low[channel] = True
-        split = ChannelSplit(tuple(low))
-        self.notes.append(self._choice_note(name, split, scores, ranges))
-        return split
+        chosen = ChannelSplit(tuple(low))
+        self.notes.append(self._choice_note(name, chosen, scores, ranges))
+        return chosen
 
     def _class_scores(self, group: List[fx.Node], count: int) -> Optional[List[float]]:
         """The mean channel scores of the class's feature maps that have them, or None if none has."""
@@ -303,23 +334,26 @@ class Planner:
                     f"{mean(split.high_index):.3g} for the high ones ({mean(fixed):.3g} for the last ones, "
                     f"the default)")
 
-    def _picks_from(self, source: fx.Node, members: set, index: Tuple[int, ...]) -> List[set]:
-        """The channels of the class (``members``) that a selection of ``source`` at ``index`` picks: directly, or
-        through a channel concat with a part in the class (a shuffle after ``cat`` picks from each part)."""
+    def _picks_from(self, source: fx.Node, members: set, index: Tuple[int, ...],
+                    depth: int = 0) -> List[Tuple[int, set]]:
+        """The channels of the class (``members``) that a selection of ``source`` at ``index`` picks, each with
+        its depth: directly, or through channel concats whose parts are the class or selections of it (a shuffle
+        after ``cat`` picks from each part; the next unit's shuffle picks from this one's, one level deeper)."""
         while source not in members and source in self.selections:  # a selection of a selection (chunk of a shuffle)
             source, inner = self.selections[source]
             index = tuple(inner[i] for i in index)
         if source in members:
-            return [set(index)]
-        if self.categories.get(source) != CAT:
+            return [(depth, set(index))] if index else []
+        if self.categories.get(source) != CAT or depth > MAX_SELECTION_DEPTH:
             return []
         picks, offset = [], 0
         for part in parts_and_dim(source)[0]:
             width = channels(part)
-            if part in members:
-                picks.append({i - offset for i in index if offset <= i < offset + width})
+            inside = tuple(i - offset for i in index if offset <= i < offset + width)
+            if inside:
+                picks += self._picks_from(part, members, inside, depth + (part not in members))
             offset += width
-        return [picked for picked in picks if picked]
+        return picks
 
     def _small_maps(self, conv: fx.Node, smallest: fx.Node) -> str:
         (height, width), (least_h, least_w) = spatial(conv), spatial(smallest)

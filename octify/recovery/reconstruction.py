@@ -20,6 +20,7 @@ from torch import Tensor, fx, nn
 
 from ..capture import capture
 from ..capture.capture import eval_mode
+from ..errors import InternalError
 from ..layers.functional_octconv import FunctionalOctConv2d
 from ..layers.octconv import OctConv2d, Path
 from ..layers.resample import downsample, upsample_to
@@ -67,8 +68,8 @@ def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *,
     each octave layer: the data and the feature maps live at that point are held in memory. Layers at alpha 0,
     shared layers, layers whose original is not an ``nn.Conv2d`` of the same shape, layers with string
     padding, functional octave convolutions and layers with fewer than ``SAMPLES_PER_WEIGHT`` output pixels in
-    the data per weight of an output channel are left as they are, listed in the result's ``skipped``. Raises ValueError when ``converted`` is
-    not a GraphModule or has no octave convolution to fit.
+    the data per weight of an output channel are left as they are, listed in the result's ``skipped``.
+    Raises ValueError when ``converted`` is not a GraphModule or has no octave convolution to fit.
     """
     if not isinstance(converted, fx.GraphModule):
         raise ValueError(f"reconstruct needs the converted GraphModule (octify.convert(...).module), got "
@@ -242,7 +243,8 @@ def _features(source: Tensor, conv: nn.Conv2d, path: Path, high_size: Sequence[i
     if path.dst_low:
         low_size = [(n + 1) // 2 for n in high_size]
         if list(columns.shape[-2:]) != low_size:
-            raise AssertionError(f"path {path.name} of an octave layer gives {tuple(columns.shape[-2:])}, not {low_size}")
+            raise InternalError(f"path {path.name} gives {tuple(columns.shape[-2:])}, not the low size {low_size}",
+                                "reconstruct")
     return columns.reshape(columns.shape[0], conv.groups, -1, columns.shape[-2] * columns.shape[-1])
 
 
