@@ -16,7 +16,8 @@ _LOCATIONS = {
     "upsample_to": ".layers",
     "Conversion": ".convert", "convert": ".convert", "ConversionError": ".errors", "InternalError": ".errors",
     "for_inference": ".inference", "calibrate": ".recovery", "distill": ".recovery",
-    "DistillationLoss": ".recovery", "DistillResult": ".recovery",
+    "DistillationLoss": ".recovery", "DistillResult": ".recovery", "reconstruct": ".recovery",
+    "Reconstruction": ".recovery",
     "Schedule": ".plan", "ModelCost": ".report", "Report": ".report", "cost": ".report",
     "tune": ".tuning", "Tuning": ".tuning",
 }
@@ -24,7 +25,8 @@ _SUBMODULES = ("export",)
 
 __all__ = ["Conversion", "ConversionError", "InternalError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference",
-           "calibrate", "distill", "DistillationLoss", "DistillResult", "tune", "Tuning"]
+           "calibrate", "distill", "DistillationLoss", "DistillResult", "reconstruct", "Reconstruction", "tune",
+           "Tuning"]
 
 if TYPE_CHECKING:
     from . import export
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctConvTranspose2d, OctMerge, OctSplit,
                          downsample, upsample_to)
     from .plan import Schedule
-    from .recovery import DistillationLoss, DistillResult, calibrate, distill
+    from .recovery import DistillationLoss, DistillResult, Reconstruction, calibrate, distill, reconstruct
     from .report import ModelCost, Report, cost
     from .tuning import Tuning, tune
 

@@ -18,6 +18,8 @@ from .notes import Note
 from .ops import accepted_shape
 from .plan import AlphaGroup, Schedule, make_plan
 from .plan.schedule import ScheduleLike
+from .recovery.channels import channel_scores
+from .recovery.data import Data
 from .report import Report, build_report
 from .report.coverage import SavingsWarning
 from .report.formatting import count, percent
@@ -56,7 +58,8 @@ class Conversion:
 
 def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequence[int] = (1, 3, 224, 224),
             example_inputs: Optional[Sequence[torch.Tensor]] = None, leaf_modules: Iterable[LeafSpec] = (),
-            min_size: int = 8, plain_stem: bool = True, auto_leaf: bool = True) -> Conversion:
+            min_size: int = 8, plain_stem: bool = True, auto_leaf: bool = True,
+            calibration_data: Optional[Data] = None, strided_high: bool = False) -> Conversion:
     """Convert ``model`` into an octave network; the model itself is never modified.
 
     A conversion that saves less than a tenth of what its alphas could save (the report's
@@ -72,6 +75,14 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
         min_size: feature maps smaller than this (in either dimension) stay plain.
         plain_stem: the first convolution on the network input keeps a plain output.
         auto_leaf: make submodules that cannot be traced leaves automatically.
+        calibration_data: inputs of the model (a tensor of inputs, or an iterable of batches, each a
+            tensor or a tuple of the model's inputs); when given, each class of feature maps makes low
+            the channels that lose the least at half resolution on this data, instead of the last
+            ones (same counts; see :func:`octify.recovery.channels.channel_scores`). The choice is in
+            the notes, kind ``"channels"``.
+        strided_high: strided octave convolutions keep the original strided convolution on the high
+            input as their high-to-high path, instead of the paper's average pooling then stride-1
+            convolution (same MACs; see :class:`octify.OctConv2d`).
     Raises:
         ValueError: a bad ``alpha`` or ``input_shape``.
         ConversionError: the model cannot be converted (names the module or node and why).
@@ -84,7 +95,9 @@ def convert(model: nn.Module, alpha: ScheduleLike = 0.5, *, input_shape: Sequenc
     working = copy.deepcopy(model)
     captured = capture(working, inputs, leaf_modules, auto_leaf=auto_leaf)
     prepared = channels_first(captured.module)
-    plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem)
+    scores = channel_scores(prepared, calibration_data) if calibration_data is not None else None
+    plan = make_plan(prepared, schedule, min_size=min_size, plain_stem=plain_stem, channel_scores=scores,
+                     strided_high=strided_high)
     modules = dict(prepared.named_modules())
     conv_names = [conv_name(n) for n in prepared.graph.nodes
                   if (rule := find_rule(n, modules)) is not None and rule.category == CONV]

@@ -44,6 +44,8 @@ def fast_octconv(conv: OctConv2d) -> nn.Module:
     """
     if conv.is_plain:
         return conv.h2h
+    if conv.strided_high:  # the faster forms assume stride-1 paths
+        return conv
     for faster in (FusedOctConv2d, GroupedOctConv2d):
         if faster.supports(conv):
             return faster(conv)

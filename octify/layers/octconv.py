@@ -7,8 +7,11 @@ Paths (``x_h``/``x_l`` in, ``y_h``/``y_l`` out; ``pool`` is 2x2 ceil-mode averag
 * stride 2: the high input is pooled first (``p = pool(x_h)``), no strided convolution:
   ``y_h = h2h(p) + l2h(x_l)``, ``y_l = l2l(pool(x_l)) + h2l(pool(p))``
 * stride 4: as stride 2 with one more pooling on every path (``l2h`` reads ``pool(x_l)``).
+* ``strided_high=True`` (stride 2 or 4): ``h2h`` is the original strided convolution on ``x_h``
+  instead of a stride-1 convolution on the pooled ``x_h``, with the original's padding, so
+  that the high output is exactly the original's high channels for a high-only input.
 
-Every path convolution has stride 1. The high output has the size ``nn.Conv2d`` gives
+Every path convolution has stride 1 (but a ``strided_high`` h2h). The high output has the size ``nn.Conv2d`` gives
 (``padding="same"`` at stride ``s``: TensorFlow's SAME, ``ceil(H / s)``), the low output
 ``ceil(high_out / 2)``, at any input size. Paths at low resolution (h2l, l2l, l2h) use
 dilation ``max(1, dilation // 2)``: for an even dilation this keeps their receptive field
@@ -130,6 +133,7 @@ class Path:
     groups: int
     dilation: Tuple[int, int] = (1, 1)
     padding: Padding = (0, 0)
+    stride: Tuple[int, int] = (1, 1)
 
     @property
     def in_channels(self) -> int:
@@ -183,7 +187,7 @@ class OctaveConvBase(nn.Module):
                  padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
                  alpha: AlphaLike = 0.5, padding_mode: str = "zeros", *,
                  in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None,
-                 within_groups: bool = False) -> None:
+                 strided_high: bool = False, within_groups: bool = False) -> None:
         super().__init__()
         alpha_in, alpha_out = parse_alpha(alpha)
         if groups < 1 or in_channels % groups or out_channels % groups:
@@ -196,6 +200,7 @@ class OctaveConvBase(nn.Module):
         self.stride = _pair(stride)
         self.padding = _padding(padding)
         self.padding_mode = padding_mode
+        self.strided_high = strided_high and self.stride != (1, 1)
         if within_groups and (groups == 1 or groups == in_channels == out_channels):
             raise ValueError(f"within_groups needs groups of several channels, got groups={groups} for "
                              f"{in_channels} -> {out_channels} channels")
@@ -223,9 +228,14 @@ class OctaveConvBase(nn.Module):
                                            self.dilation, self.padding)]
         else:
             self._check_geometry()
+            if self.strided_high and isinstance(self.padding, str):
+                raise ValueError("strided_high needs numeric padding; padding='same' at a stride pads at run time")
             self.pads_at_run_time = not keeps_size(self.kernel_size, self.stride, self.padding, self.dilation)
             self.paths = self._plan_paths(in_unit, out_unit)
         self.bias_paths: FrozenSet[str] = self._bias_owners() if bias else frozenset()
+        # Which channels of the plain layer each branch holds (``from_conv`` records any other assignment).
+        self.original_splits: Tuple[ChannelSplit, ChannelSplit] = (
+            ChannelSplit.trailing(in_channels, self.low_in), ChannelSplit.trailing(out_channels, self.low_out))
 
     # -- construction helpers -------------------------------------------------------------
     def _check_split(self, alpha: float, channels: int, n_low: int, side: str) -> None:
@@ -251,21 +261,23 @@ class OctaveConvBase(nn.Module):
             raise ValueError(f"depthwise OctConv2d (groups={self.groups}) needs alpha_in == alpha_out; "
                              f"got {self.low_in} and {self.low_out} low channels")
 
-    def _path_geometry(self, low_res: bool) -> Tuple[Tuple[int, int], Padding]:
-        """(dilation, own padding) of a path convolution."""
-        dilation = tuple(max(1, d // 2) for d in self.dilation) if low_res else self.dilation
+    def _path_geometry(self, name: str) -> Tuple[Tuple[int, int], Padding, Tuple[int, int]]:
+        """(dilation, own padding, stride) of a path convolution."""
+        if name == "h2h" and self.strided_high:
+            return self.dilation, self.padding, self.stride
+        dilation = tuple(max(1, d // 2) for d in self.dilation) if name != "h2h" else self.dilation
         if self.pads_at_run_time:
-            return dilation, (0, 0)
+            return dilation, (0, 0), (1, 1)
         if isinstance(self.padding, str):
-            return dilation, "same"
-        return dilation, tuple(d * (k - 1) // 2 for d, k in zip(dilation, self.kernel_size))
+            return dilation, "same", (1, 1)
+        return dilation, tuple(d * (k - 1) // 2 for d, k in zip(dilation, self.kernel_size)), (1, 1)
 
     def _plan_paths(self, in_unit: int, out_unit: int) -> List[Path]:
         if self.groups == 1 or self.within_groups:
             sizes_in = {False: self.high_in, True: self.low_in}
             sizes_out = {False: self.high_out, True: self.low_out}
             return [Path(name, src, dst, (0, sizes_in[src]), (0, sizes_out[dst]), self.groups,
-                         *self._path_geometry(name != "h2h"))
+                         *self._path_geometry(name))
                     for name, src, dst in zip(PATH_NAMES, (False, False, True, True), (False, True, False, True))
                     if sizes_in[src] and sizes_out[dst]]
         high_groups_in, high_groups_out = self.high_in // in_unit, self.high_out // out_unit
@@ -282,7 +294,7 @@ class OctaveConvBase(nn.Module):
             out_offset = high_groups_out if dst else 0
             paths.append(Path(name, src, dst, ((first - in_offset) * in_unit, (last - in_offset) * in_unit),
                               ((first - out_offset) * out_unit, (last - out_offset) * out_unit), last - first,
-                              *self._path_geometry(name != "h2h")))
+                              *self._path_geometry(name)))
         return paths
 
     def _bias_owners(self) -> FrozenSet[str]:
@@ -338,7 +350,7 @@ class OctaveConvBase(nn.Module):
             start, stop = path.in_range
             if start or stop != source.shape[1]:
                 source = source[:, start:stop]
-            if self.pads_at_run_time:
+            if self.pads_at_run_time and path.stride == (1, 1):
                 source = self._fit(source, path, sizes[self.writes_low_resolution(path)])
             outputs[path.dst_low].append(convolve(path, source))
         high_out = self._combine(outputs[False], high_size)
@@ -349,6 +361,8 @@ class OctaveConvBase(nn.Module):
     def _poolings(self, path: Path) -> int:
         """How many times ``path`` halves its source before convolving."""
         levels = POOLINGS_PER_STRIDE[self.stride[0]]
+        if path.stride != (1, 1):
+            return 0
         return {"h2h": levels, "h2l": levels + 1, "l2h": max(levels - 1, 0), "l2l": levels}[path.name]
 
     @staticmethod
@@ -398,25 +412,26 @@ class OctConv2d(OctaveConvBase):
                  padding: Union[IntPair, str] = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True,
                  alpha: AlphaLike = 0.5, padding_mode: str = "zeros", *,
                  in_split: Optional[ChannelSplit] = None, out_split: Optional[ChannelSplit] = None,
-                 within_groups: bool = False, device: Optional[Union[str, torch.device]] = None,
-                 dtype: Optional[torch.dtype] = None) -> None:
+                 strided_high: bool = False, within_groups: bool = False,
+                 device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, alpha,
-                         padding_mode, in_split=in_split, out_split=out_split, within_groups=within_groups)
+                         padding_mode, in_split=in_split, out_split=out_split, strided_high=strided_high,
+                         within_groups=within_groups)
         factory = {"device": device, "dtype": dtype}
         if self.is_plain:
             self.h2h = nn.Conv2d(in_channels, out_channels, kernel_size, stride, self.padding, dilation,
                                  groups, bias, padding_mode, **factory)
             return
-        path_mode = "zeros" if self.pads_at_run_time else padding_mode
         for path in self.paths:
-            conv = nn.Conv2d(path.in_channels, path.out_channels, self.kernel_size, 1, path.padding,
+            path_mode = "zeros" if self.pads_at_run_time and path.stride == (1, 1) else padding_mode
+            conv = nn.Conv2d(path.in_channels, path.out_channels, self.kernel_size, path.stride, path.padding,
                              path.dilation, path.groups, path.name in self.bias_paths, path_mode, **factory)
             setattr(self, path.name, conv)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, alpha: AlphaLike = 0.5, *, in_split: Optional[ChannelSplit] = None,
                   out_split: Optional[ChannelSplit] = None,
-                  padding: Union[IntPair, str, None] = None) -> "OctConv2d":
+                  padding: Union[IntPair, str, None] = None, strided_high: bool = False) -> "OctConv2d":
         """An OctConv2d holding ``conv``'s weights, sliced into the paths.
 
         ``in_split`` / ``out_split`` say which original channels are low (any assignment
@@ -425,7 +440,8 @@ class OctConv2d(OctaveConvBase):
         ``within_groups`` layer); by default
         they follow ``alpha``. ``padding`` replaces ``conv.padding`` for a convolution that
         pads by other means (``"same"`` for one that pads as TensorFlow's SAME at run time).
-        With ``alpha=0`` the result computes exactly ``conv``.
+        ``strided_high`` keeps the original strided convolution as the h2h path of a strided
+        layer (see the module docstring). With ``alpha=0`` the result computes exactly ``conv``.
         Cross-frequency paths start from the same weights as the original channels they
         connect, so that a block-constant input gives the original output.
         """
@@ -444,7 +460,8 @@ class OctConv2d(OctaveConvBase):
                     padding_mode=conv.padding_mode,
                     in_split=ChannelSplit.trailing(conv.in_channels, in_split.n_low) if explicit_in else None,
                     out_split=ChannelSplit.trailing(conv.out_channels, out_split.n_low) if explicit_out else None,
-                    within_groups=within_groups, device="meta")  # no random initialisation: every weight is copied below
+                    strided_high=strided_high, within_groups=within_groups,
+                    device="meta")  # no random initialisation: every weight is copied below
         layer = layer.to_empty(device=conv.weight.device).to(dtype=conv.weight.dtype)
         with torch.no_grad():
             for path, target in layer.path_convs():
@@ -456,6 +473,7 @@ class OctConv2d(OctaveConvBase):
                 target.weight.copy_(weight)
                 if target.bias is not None:
                     target.bias.copy_(conv.bias.index_select(0, rows_index))
+        layer.original_splits = (in_split, out_split)
         layer.train(conv.training)
         return layer
 

@@ -160,7 +160,7 @@ class OctConvTranspose2d(nn.Module):
                     target.bias.copy_(conv.bias.index_select(0, cols))
         return layer.train(conv.training)
 
-    def _path_geometry(self, low_res: bool) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    def _path_geometry(self, name: str) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """(dilation, padding) of a path, for the shared path plan: every path has the layer's."""
         return self.dilation, self.padding
 

