@@ -1,4 +1,5 @@
-"""The fidelity benchmark's tiny configuration runs end to end (the numbers are not asserted: too few images)."""
+"""The fidelity benchmark's tiny configuration runs end to end; even on its few images, reconstruction brings
+the converted network closer to the original."""
 import importlib.util
 import subprocess
 import sys
@@ -16,8 +17,8 @@ def test_tiny_fidelity_benchmark_prints_every_stage():
     result = subprocess.run([sys.executable, str(SCRIPT), "--tiny"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| mobilenet_v2 |")]
-    stages = [cells[3].strip() for cells in rows]
-    assert {"fixed", "fixed + reconstructed", "data", "data + reconstructed"} <= set(stages)
-    for cells in rows:
-        assert cells[2].strip() == "0.90x"
-        assert 0 <= float(cells[4].strip().rstrip("%")) <= 100 and 0 <= float(cells[5]) <= 1
+    tv = {cells[3].strip(): float(cells[5]) for cells in rows}
+    assert {"fixed", "fixed + reconstructed", "data", "data + reconstructed"} <= set(tv)
+    assert all(cells[2].strip() == "0.90x" for cells in rows)
+    for choice in ("fixed", "data"):  # fitting the layers to the original brings the outputs closer
+        assert tv[f"{choice} + reconstructed"] < tv[choice]
