@@ -28,6 +28,7 @@ from octify.cli.main import run
 from octify.cli.options import EXPORT_FORMATS
 from octify.export import FORMATS
 from octify.layers import OctConv2d
+from terminal import Terminal
 
 SCRIPT = Path(sys.executable).with_name("octify")  # the script installed with this interpreter's octify
 OCTIFY = str(SCRIPT) if SCRIPT.exists() else shutil.which("octify")
@@ -646,20 +647,6 @@ def test_report_formats(workdir, capsys, report_format, start):
 
 
 # -- pieces ----------------------------------------------------------------------------------
-
-class Terminal:
-    def __init__(self):
-        self.text = ""
-
-    def write(self, text):
-        self.text += text
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return True
-
 
 def test_progress_shows_on_a_terminal_for_slow_steps_only(monkeypatch):
     monkeypatch.setattr("octify.cli.console.PROGRESS_DELAY", 0.05)

@@ -15,6 +15,7 @@ import torch
 
 from octify.cli.console import Console
 from octify.cli.main import run
+from terminal import Terminal
 
 SCRIPT = Path(sys.executable).with_name("octify")
 OCTIFY = str(SCRIPT) if SCRIPT.exists() else shutil.which("octify")
@@ -116,20 +117,6 @@ def test_tuning_options_that_do_not_go_together_are_one_error_line(workdir, caps
 def test_cuda_without_a_gpu_is_refused_before_any_work(workdir, capsys):
     assert run(["tiny.py", "--fastest", "--device", "cuda", *SMALL]) == 2
     assert "--device cuda: torch finds no CUDA device here" in capsys.readouterr().err
-
-
-class Terminal:
-    def __init__(self):
-        self.text = ""
-
-    def write(self, text):
-        self.text += text
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return True
 
 
 def test_the_progress_bar_shows_on_a_terminal_unless_quiet():
