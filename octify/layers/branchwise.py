@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..devices import device_of
 from .channels import ChannelSplit
 from .checks import octave_input, plain_input
 from .checks import OctaveTensor
@@ -53,7 +54,7 @@ class OctBatchNorm2d(nn.Module):
         """Two BatchNorms holding ``bn``'s parameters and running statistics, sliced by ``split``."""
         layer = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
                     track_running_stats=bn.track_running_stats, split=split)
-        layer.to(device=_device_of(bn))
+        layer.to(device=device_of(bn))
         _copy_channels(bn, layer.bn_h, split.high_index)
         _copy_channels(bn, layer.bn_l, split.low_index)
         layer.train(bn.training)
@@ -83,7 +84,7 @@ class PerBranch(nn.Module):
         """
         high, low = make(split.n_high), make(split.n_low)
         for part, index in ((high, split.high_index), (low, split.low_index)):
-            part.to(device=_device_of(module))
+            part.to(device=device_of(module))
             _copy_channels(module, part, index)
             part.train(module.training)
         return cls(high, low, split)
@@ -232,7 +233,7 @@ def _register_inverse_order(module: nn.Module, split: ChannelSplit) -> None:
 
 def _copy_channels(source: nn.Module, target: nn.Module, index: Tuple[int, ...]) -> None:
     """``target``'s own parameters and buffers := ``source``'s, channels ``index`` (``num_batches_tracked`` whole)."""
-    positions = torch.tensor(index, dtype=torch.long, device=_device_of(source))
+    positions = torch.tensor(index, dtype=torch.long, device=device_of(source))
     with torch.no_grad():
         for name, value in list(source.named_parameters(recurse=False)) + list(source.named_buffers(recurse=False)):
             if name == "num_batches_tracked":
@@ -243,7 +244,7 @@ def _copy_channels(source: nn.Module, target: nn.Module, index: Tuple[int, ...])
 
 def _channel_copy(module: nn.Module, channels: int, index: Tuple[int, ...]) -> nn.Module:
     clone = copy.deepcopy(module)
-    positions = torch.tensor(index, dtype=torch.long, device=_device_of(module))
+    positions = torch.tensor(index, dtype=torch.long, device=device_of(module))
     for part in clone.modules():
         for store in (part._parameters, part._buffers):
             for name, value in store.items():
@@ -253,12 +254,6 @@ def _channel_copy(module: nn.Module, channels: int, index: Tuple[int, ...]) -> n
         if getattr(part, "num_features", None) == channels:
             part.num_features = len(index)
     return clone
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 class ChannelSplitter(nn.Module):

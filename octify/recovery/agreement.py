@@ -10,7 +10,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..capture.capture import eval_mode
 from .data import Data, batches
-from .devices import device_of
+from ..devices import device_of
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..capture.capture import eval_mode
 from ..layers.branchwise import OctBatchNormFunction
 from .data import Data, batches
-from .devices import device_of
+from ..devices import device_of
 
 
 def calibrate(module: nn.Module, data: Data, *, batches: Optional[int] = None,

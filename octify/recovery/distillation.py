@@ -12,7 +12,7 @@ from torch import nn
 
 from .calibration import batch_norms, calibrate
 from .data import Data, endless
-from .devices import device_of
+from ..devices import device_of
 from .loss import DistillationLoss, Features
 from .progress import Progress
 
