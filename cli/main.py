@@ -109,6 +109,14 @@ def _version() -> str:
               help="Then train the converted model N steps to follow the original on the --calibrate inputs.")
 @click.option("--normalize", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
               help="How images read for --calibrate are normalized after scaling to [0, 1].")
+@click.option("--choose-channels", is_flag=True,
+              help="Make low the channels that lose least at half resolution on the --calibrate inputs, instead "
+                   "of the last ones.")
+@click.option("--reconstruct", is_flag=True,
+              help="After calibrating, fit each octave layer to the original layer's output on the --calibrate "
+                   "inputs (least squares, in network order).")
+@click.option("--strided-high", is_flag=True,
+              help="Strided layers keep the original strided convolution as their high-to-high path.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the report, errors and the --verify result.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and every warning.")
@@ -117,8 +125,8 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
             target_macs: Optional[float], target_latency: Optional[float], batch_size: Optional[int],
             device: Optional[str], no_measure: bool, input_shapes: Tuple[str, ...], output: Optional[Path],
             report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...],
-            calibration_data: Optional[Path], distill_steps: Optional[int], normalize: str, force: bool, quiet: bool,
-            debug: bool) -> int:
+            calibration_data: Optional[Path], distill_steps: Optional[int], normalize: str, choose_channels: bool,
+            reconstruct: bool, strided_high: bool, force: bool, quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:
@@ -129,7 +137,8 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
                               alpha is not None or schedule is not None)
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
                           leaves, verify, parse_exports(exports), report_format, debug, calibration_data,
-                          distill_steps or 0, normalize == "imagenet", tuning)
+                          distill_steps or 0, normalize == "imagenet", tuning, choose_channels, reconstruct,
+                          strided_high)
         check_recovery(request)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)

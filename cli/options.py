@@ -36,12 +36,21 @@ class Request:
     distill_steps: int = 0
     normalize: bool = True  # ImageNet normalization of images read for --calibrate
     tuning: Optional["TuneRequest"] = None  # alphas chosen by measurement instead of --alpha / --schedule
+    choose_channels: bool = False  # --choose-channels: low channels chosen from the --calibrate inputs
+    reconstruct: bool = False  # --reconstruct: octave layers fitted to the original on the --calibrate inputs
+    strided_high: bool = False  # --strided-high: strided layers keep the original strided high path
 
 
 def check_recovery(request: Request) -> None:
     """UsageError for --calibrate / --distill-steps values that cannot work, before any work."""
     if request.distill_steps and request.calibration_data is None:
         raise UsageError("--distill-steps needs --calibrate PATH: the inputs to distil with")
+    for option, asked in (("--choose-channels", request.choose_channels), ("--reconstruct", request.reconstruct)):
+        if asked and request.calibration_data is None:
+            raise UsageError(f"{option} needs --calibrate PATH: the inputs it learns from")
+    for option, asked in (("--choose-channels", request.choose_channels), ("--strided-high", request.strided_high)):
+        if asked and request.tuning is not None:
+            raise UsageError(f"{option} works with --alpha or --schedule, not with a tuning target")
     if request.calibration_data is None:
         return
     if len(request.input_shapes) != 1:

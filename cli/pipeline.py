@@ -20,7 +20,7 @@ from .errors import CommandError, UsageError
 from .leaves import resolve_leaves
 from .models import load_model
 from .options import Request, model_name
-from .recovery import recover
+from .recovery import hold_out, recover
 
 MODULE_FILE = "model.pt"
 REPORT_FILE = "report.json"
@@ -54,7 +54,7 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
     data = None
     if request.calibration_data is not None:
         with console.step("reading the inputs"):
-            data = read_inputs(request.calibration_data, request.input_shapes[0], request.normalize)
+            data = hold_out(read_inputs(request.calibration_data, request.input_shapes[0], request.normalize))
     with console.step("loading the model"):
         model = load_model(request.model)
     leaves = resolve_leaves(model, request.leaves)
@@ -65,7 +65,9 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
                                      leaf_modules=leaves, **_inputs(request.input_shapes))
         else:
             with console.step("converting"):
-                conversion = octify.convert(model, schedule, leaf_modules=leaves, **_inputs(request.input_shapes))
+                conversion = octify.convert(model, schedule, leaf_modules=leaves, strided_high=request.strided_high,
+                                            calibration_data=data.train if request.choose_channels else None,
+                                            **_inputs(request.input_shapes))
     except octify.ConversionError as error:
         raise CommandError(f"cannot convert {name}: {error}") from error
     layers = conversion.report.converted.layers
@@ -73,7 +75,7 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
                       any(layer.alpha_in or layer.alpha_out for layer in layers), tuning=_tuning_line(conversion))
     if data is not None:
         outcome.recovery, outcome.recovery_lines = recover(model, conversion.module, data, request.distill_steps,
-                                                           console)
+                                                           request.reconstruct, console)
     if request.verify:
         with console.step("verifying"):
             examples = [torch.randn_like(x) for x in conversion.example_inputs]

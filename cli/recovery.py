@@ -1,6 +1,8 @@
-"""``--calibrate`` and ``--distill-steps``: recover the converted model's agreement with the original."""
+"""``--calibrate``, ``--reconstruct`` and ``--distill-steps``: recover the converted model's agreement with the
+original, measured on inputs held out from all of them (and from ``--choose-channels``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -14,14 +16,28 @@ from .console import Console
 HELD_OUT_SHARE = 5  # one input in five is held out to measure agreement
 
 
-def recover(original: nn.Module, converted: nn.Module, data: torch.Tensor, distill_steps: int,
-            console: Console) -> Tuple[Dict[str, Any], List[str]]:
-    """Calibrate ``converted`` in place on most of ``data``, then distil it ``distill_steps`` steps; returns
-    the record for report.json and the lines to print, with agreement on the held-out inputs after each step."""
+@dataclass(frozen=True)
+class HeldOut:
+    """The inputs to learn from and those held out to measure agreement."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+
+
+def hold_out(data: torch.Tensor) -> HeldOut:
+    """One input in ``HELD_OUT_SHARE`` (at least one), picked at random with a fixed seed, is held out."""
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     held = max(1, len(data) // HELD_OUT_SHARE)
-    test, train = data[order[:held]], data[order[held:]]
-    record: Dict[str, Any] = {"inputs": len(train), "held_out": held}
+    return HeldOut(data[order[held:]], data[order[:held]])
+
+
+def recover(original: nn.Module, converted: nn.Module, data: HeldOut, distill_steps: int, reconstruct: bool,
+            console: Console) -> Tuple[Dict[str, Any], List[str]]:
+    """Calibrate ``converted`` in place on ``data.train``, then fit its layers if ``reconstruct``, then distil it
+    ``distill_steps`` steps; returns the record for report.json and the lines to print, with agreement on
+    ``data.test`` after each step."""
+    train, test = data.train, data.test
+    record: Dict[str, Any] = {"inputs": len(train), "held_out": len(test)}
     with console.step("measuring agreement"):
         before = agreement(original, converted, test)
     record["metric"], record["converted"] = before.metric, before.value
@@ -29,8 +45,16 @@ def recover(original: nn.Module, converted: nn.Module, data: torch.Tensor, disti
         octify.calibrate(converted, train, inplace=True)
         calibrated = agreement(original, converted, test)
     record["calibrated"] = calibrated.value
-    lines = [f"calibrated on {len(train)} inputs; {before.metric} with the original on {held} held-out inputs: "
+    lines = [f"calibrated on {len(train)} inputs; {before.metric} with the original on {len(test)} held-out inputs: "
              f"{_percent(before.value)} converted, {_percent(calibrated.value)} calibrated"]
+    if reconstruct:
+        with console.step("reconstructing"):
+            fitted = octify.reconstruct(converted, original, train)
+            reconstructed = agreement(original, converted, test)
+        record.update(reconstructed=reconstructed.value, reconstructed_layers=len(fitted.layers),
+                      reconstruction_skipped=dict(fitted.skipped))
+        lines.append(f"reconstructed {len(fitted.layers)} layers ({len(fitted.skipped)} left as they were); "
+                     f"{reconstructed.metric}: {_percent(reconstructed.value)}")
     if distill_steps:
         result = octify.distill(converted, original, train, distill_steps, progress=console.shows_progress)
         distilled = agreement(original, converted, test)

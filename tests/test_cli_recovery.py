@@ -64,7 +64,7 @@ def test_calibrates_and_distils_on_a_folder_of_images(workdir):
     recovery = json.loads((workdir / "out" / "report.json").read_text())["recovery"]
     assert recovery["metric"] == "top-1 agreement" and (recovery["inputs"], recovery["held_out"]) == (10, 2)
     assert recovery["distill_steps"] == 3 and recovery["features"] == ["body.1", "body.2"]
-    assert all(0 <= recovery[key] <= 1 for key in ("converted", "calibrated", "distilled"))
+    assert all((recovery[key] * 2).is_integer() for key in ("converted", "calibrated", "distilled"))  # of 2 inputs
     assert listing(workdir / "out") == ["model.pt", "net_octave", "report.json"]
     assert load_saved(workdir / "out")(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
@@ -88,6 +88,10 @@ BAD = {
                                                       "found shape (10, 3, 8, 8)"]),
     "distill-without-data": (["--distill-steps", "5"], 2, ["--distill-steps needs --calibrate PATH"]),
     "zero-steps": (["--calibrate", "images", "--distill-steps", "0"], 2, ["--distill-steps"]),
+    "reconstruct-without-data": (["--reconstruct"], 2, ["--reconstruct needs --calibrate PATH"]),
+    "channels-without-data": (["--choose-channels"], 2, ["--choose-channels needs --calibrate PATH"]),
+    "channels-with-tuning": (["--calibrate", "images", "--choose-channels", "--fastest"], 2,
+                             ["--choose-channels works with --alpha or --schedule, not with a tuning target"]),
 }
 
 
@@ -98,3 +102,16 @@ def test_bad_recovery_options(workdir, capsys, args, status, fragments):
     assert (code, out) == (status, "")
     assert_one_error_line(err, *fragments)
     assert listing(workdir) == before
+
+
+def test_channels_chosen_and_layers_fitted_on_the_held_in_images(workdir):
+    result = octify("net.py", *SHAPE, "--calibrate", "images", "--choose-channels", "--reconstruct",
+                    "--strided-high", "-o", "out", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "reconstructed 2 layers (0 left as they were); top-1 agreement: " in result.stderr
+    report = json.loads((workdir / "out" / "report.json").read_text())
+    recovery = report["recovery"]
+    assert recovery["reconstructed_layers"] == 2 and recovery["reconstruction_skipped"] == {}
+    assert (recovery["reconstructed"] * 2).is_integer()
+    chosen = [note for note in report["notes"] if note["kind"] == "channels"]
+    assert chosen and all("low" in note["reason"] for note in chosen), report["notes"]
