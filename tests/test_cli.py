@@ -388,10 +388,17 @@ def test_failures_are_one_line_without_traceback(workdir, args, status, fragment
     assert listing(workdir) == before
 
 
+def _ctrl_c_as_in_a_terminal():
+    """The child takes SIGINT as a terminal's foreground job does, even when the tests run as a background job
+    (whose shell has SIGINT ignored, which children inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_run_leaves_nothing(workdir):
     marker = workdir / "started"
     process = subprocess.Popen([OCTIFY, "slow.py", "-o", "out"], cwd=workdir, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OCTIFY_TEST_MARKER": str(marker)})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OCTIFY_TEST_MARKER": str(marker)},
+                               preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
