@@ -469,10 +469,11 @@ class Planner:
         return [(conv, reads) for conv, reads in found if _is_grouped(conv)]
 
     def _group_cuts(self, group: List[fx.Node]) -> List[int]:
+        """Every group boundary of the class's grouped convolutions."""
         cuts = []
         for conv, reads in self._grouped_convs(group):
-            width = (conv.in_channels if reads else conv.out_channels) // conv.groups
-            cuts += range(width, conv.in_channels if reads else conv.out_channels, width)
+            channels_seen = conv.in_channels if reads else conv.out_channels
+            cuts += range(channels_seen // conv.groups, channels_seen, channels_seen // conv.groups)
         return cuts
 
     def _every_group_alike(self, group: List[fx.Node], split: ChannelSplit) -> bool:
@@ -486,14 +487,8 @@ class Planner:
 
     def _group_unit(self, group: List[fx.Node]) -> int:
         """Channels per split step: whole groups of the grouped convs that write or read the class."""
-        unit = 1
-        for node in group:
-            if self.categories[node] == CONV and _is_grouped(conv := self._conv(node)):
-                unit = math.lcm(unit, conv.out_channels // conv.groups)
-            for user in node.users:
-                if self.categories.get(user) == CONV and _is_grouped(conv := self._conv(user)):
-                    unit = math.lcm(unit, conv.in_channels // conv.groups)
-        return unit
+        return math.lcm(1, *((conv.in_channels if reads else conv.out_channels) // conv.groups
+                             for conv, reads in self._grouped_convs(group)))
 
     # -- 4. per-conv splits ------------------------------------------------------------------
     def _conv_splits(self, layouts: Dict[fx.Node, Split], reasons: Dict[fx.Node, _Why],
