@@ -22,7 +22,7 @@ import click
 from .console import Console
 from .errors import CommandError, UsageError, describe
 from .options import (DEVICES, EXPORT_FORMATS, REPORT_FORMATS, Request, check_recovery, model_name, parse_exports,
-                      parse_input_shapes, parse_tuning, read_schedule)
+                      parse_input_shapes, parse_min_size, parse_tuning, read_schedule)
 from .output import leftovers, staged_directory
 
 if TYPE_CHECKING:  # imported when needed: it loads torch
@@ -117,6 +117,9 @@ def _version() -> str:
                    "inputs (least squares, in network order).")
 @click.option("--strided-high", is_flag=True,
               help="Strided layers keep the original strided convolution as their high-to-high path.")
+@click.option("--min-size", default="auto", show_default=True, metavar="PIXELS|auto",
+              help="Feature maps smaller than this stay plain (the paper's rule is 8); auto: 8, or 4 where maps "
+                   "under 8 pixels hold more than 27% of the convolution MACs.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the report, errors and the --verify result.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and every warning.")
@@ -126,7 +129,7 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
             device: Optional[str], no_measure: bool, input_shapes: Tuple[str, ...], output: Optional[Path],
             report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...],
             calibration_data: Optional[Path], distill_steps: Optional[int], normalize: str, choose_channels: bool,
-            reconstruct: bool, strided_high: bool, force: bool, quiet: bool, debug: bool) -> int:
+            reconstruct: bool, strided_high: bool, min_size: str, force: bool, quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:
@@ -138,7 +141,7 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
                           leaves, verify, parse_exports(exports), report_format, debug, calibration_data,
                           distill_steps or 0, normalize == "imagenet", tuning, choose_channels, reconstruct,
-                          strided_high)
+                          strided_high, parse_min_size(min_size))
         check_recovery(request)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)

@@ -8,7 +8,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import UsageError
 
@@ -39,6 +39,7 @@ class Request:
     choose_channels: bool = False  # --choose-channels: low channels chosen from the --calibrate inputs
     reconstruct: bool = False  # --reconstruct: octave layers fitted to the original on the --calibrate inputs
     strided_high: bool = False  # --strided-high: strided layers keep the original strided high path
+    min_size: Union[int, str] = "auto"  # --min-size: maps smaller than this many pixels stay plain
 
 
 def check_recovery(request: Request) -> None:
@@ -105,6 +106,16 @@ def parse_tuning(target_macs: Optional[float], target_latency: Optional[float], 
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: expected a positive integer")
     return TuneRequest(target_macs, target_latency, fastest, batch_size or 1, device or "cpu", not no_measure)
+
+
+def parse_min_size(text: str) -> Union[int, str]:
+    """``--min-size``: ``auto`` or a positive number of pixels (``octify.convert``'s ``min_size``)."""
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise UsageError(f"--min-size takes a positive number of pixels (maps smaller than it stay plain; the "
+                     f"paper's rule is 8) or 'auto', got {text!r}")
 
 
 def split_model_spec(spec: str) -> Tuple[str, Optional[str]]:

@@ -62,10 +62,11 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
         if request.tuning:
             half = torch.float16 if request.tuning.device == "cuda" else None  # autocast on a GPU
             conversion = octify.tune(model, **request.tuning.arguments(), dtype=half, progress=console.progress,
-                                     leaf_modules=leaves, **_inputs(request.input_shapes))
+                                     leaf_modules=leaves, min_size=request.min_size, **_inputs(request.input_shapes))
         else:
             with console.step("converting"):
                 conversion = octify.convert(model, schedule, leaf_modules=leaves, strided_high=request.strided_high,
+                                            min_size=request.min_size,
                                             calibration_data=data.train if request.choose_channels else None,
                                             **_inputs(request.input_shapes))
     except octify.ConversionError as error:

@@ -224,15 +224,15 @@ def test_conversion_repr_is_short(stages):
 def test_a_conversion_that_saves_little_warns_with_the_fix():
     model = torchvision.models.resnet18(weights=None)
     with pytest.warns(SavingsWarning, match=r"small maps \(< min_size\): 9\d% .*pass that input_shape"):
-        octify.convert(model, 0.5, input_shape=(1, 3, 28, 28))
+        octify.convert(model, 0.5, input_shape=(1, 3, 28, 28), min_size=8)
     with warnings.catch_warnings():
         warnings.simplefilter("error", SavingsWarning)
-        octify.convert(model, 0.5, input_shape=(1, 3, 64, 64))
+        octify.convert(model, 0.5, input_shape=(1, 3, 64, 64), min_size=8)
 
 
 def test_the_command_line_prints_the_warning_even_when_quiet(tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    result = subprocess.run([str(OCTIFY), "torchvision:resnet18", "--input-shape", "1,3,28,28", "--quiet",
+    result = subprocess.run([str(OCTIFY), "torchvision:resnet18", "--input-shape", "1,3,28,28", "--min-size", "8", "--quiet",
                              "--format", "json", "-o", str(tmp_path / "out")],
                             capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -33,6 +33,7 @@ from ..rules import registry
 from ..rules.concat import parts_and_dim
 from ..rules.pooling import is_resize
 from ..rules.registry import BOUNDARY, CAT, CHANNELS, CONV, ELEMENTWISE, PER_BRANCH, SHAPE, GLOBAL_POOL
+from .min_size import MinSize, resolve_min_size
 from .schedule import Schedule
 
 Split = Optional[ChannelSplit]
@@ -117,13 +118,14 @@ def _is_grouped(conv: ConvFacts) -> bool:
 class Planner:
     """Builds a :class:`Plan` for a captured GraphModule (see the module docstring)."""
 
-    def __init__(self, module: fx.GraphModule, schedule: Schedule, min_size: int = 8,
+    def __init__(self, module: fx.GraphModule, schedule: Schedule, min_size: MinSize = "auto",
                  plain_stem: bool = True, channel_scores: Optional[Mapping[str, Sequence[float]]] = None,
                  strided_high: bool = False) -> None:
         self.module, self.schedule = module, schedule
         self.strided_high = strided_high
         self.channel_scores = dict(channel_scores or {})
-        self.min_size, self.plain_stem = min_size, plain_stem
+        self.asked_min_size, self.plain_stem = min_size, plain_stem
+        self.min_size = 0  # pixels, resolved once the convolutions are known
         self.modules = dict(module.named_modules())
         self.nodes = list(module.graph.nodes)
         self.index = {node: i for i, node in enumerate(self.nodes)}
@@ -517,8 +519,23 @@ class Planner:
                 self.notes.append(self._plain_note(node, own_reason or reasons.get(self.classes.find(node))))
         return result
 
+    def _resolve_min_size(self) -> None:
+        convolutions = [(self._macs(node), min(spatial(node))) for node in self.nodes if self.categories[node] == CONV]
+        self.min_size, note = resolve_min_size(self.asked_min_size, convolutions)
+        if note:
+            self.notes.append(note)
+
+    def _macs(self, node: fx.Node) -> int:
+        """A convolution's multiply-accumulates, from its shapes."""
+        conv = self._conv(node)
+        transposed = node.op == "call_module" and isinstance(self.modules[node.target], nn.ConvTranspose2d)
+        height, width = spatial(next(iter(feature_args(node))) if transposed else node)
+        return (height * width * conv.in_channels * conv.out_channels // conv.groups
+                * conv.kernel_size[0] * conv.kernel_size[1])
+
     def plan(self) -> Plan:
         self._categorize()
+        self._resolve_min_size()
         self._join()
         layouts, reasons = self._decide()
         readers: Dict[fx.Node, List[str]] = {}
@@ -529,7 +546,7 @@ class Planner:
                     self.strided_high)
 
 
-def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: int = 8, plain_stem: bool = True,
+def make_plan(module: fx.GraphModule, schedule: Schedule, min_size: MinSize = "auto", plain_stem: bool = True,
               channel_scores: Optional[Mapping[str, Sequence[float]]] = None, strided_high: bool = False) -> Plan:
     """Plan the conversion of a captured GraphModule (nodes must carry ``meta["val"]``).
 

@@ -31,7 +31,7 @@ NO_REASON = "no reason recorded"
 
 FIXES = {  # text in a cause -> what the user can do about it
     "small maps (< min_size)": "if the model runs on larger images, pass that input_shape=... (--input-shape); "
-                               "or a smaller min_size",
+                               "or a smaller min_size (--min-size)",
     "alpha 0 by schedule": "give these convolutions an alpha in the schedule",
     "inside leaf": "use leaf_modules (--leaf) less",
     "no octave rule": "an octave rule for it in octify.rules (one registry entry) would convert these",

@@ -12,6 +12,7 @@ from ..capture.tracer import LeafSpec
 from ..convert import Conversion, convert
 from ..notes import Note
 from ..plan import AlphaGroup
+from ..plan.min_size import MinSize
 from ..report import LayerCost, Report
 from ..report.coverage import SavingsWarning
 from ..report.latency import Latency
@@ -37,7 +38,7 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
          dtype: Optional[torch.dtype] = None, mode: str = "eager", alphas: Sequence[float] = CANDIDATE_ALPHAS,
          timer: Optional[Timer] = None, cache_dir: Any = DEFAULT_CACHE, progress: Optional[Progress] = None,
          input_shape: Sequence[int] = (1, 3, 224, 224), example_inputs: Optional[Sequence[torch.Tensor]] = None,
-         leaf_modules: Iterable[LeafSpec] = (), min_size: int = 8, plain_stem: bool = True,
+         leaf_modules: Iterable[LeafSpec] = (), min_size: MinSize = "auto", plain_stem: bool = True,
          auto_leaf: bool = True) -> Conversion:
     """Convert ``model`` with one alpha per group of convolutions, chosen to meet one target.
 
