@@ -66,7 +66,7 @@ def convolutions(model: nn.Module, x: torch.Tensor) -> List[Dict]:
                 classes[id(output)] = rows[-1]["result"]
             return
         if not isinstance(module, nn.Conv2d):
-            if not list(module.children()):
+            if not list(module.children()) and not _pools_globally(source, output):  # a pooled vector is new
                 classes[id(output)] = class_of(source)
             return
         _, channels_in, height, width = source.shape
@@ -94,6 +94,10 @@ def automatic_min_size(rows: List[Dict]) -> int:
     """``min_size="auto"`` for these convolutions: the paper's 8 unless maps under it hold a large share of MACs."""
     small = sum(row["macs"] for row in rows if row["size_out"] < PAPER_MIN_SIZE)
     return SMALL_MIN_SIZE if small > SMALL_MAP_SHARE * sum(row["macs"] for row in rows) else PAPER_MIN_SIZE
+
+
+def _pools_globally(source: torch.Tensor, output: torch.Tensor) -> bool:
+    return output.dim() == 4 and output.shape[-2:] == (1, 1) and source.dim() == 4 and source.shape[-2:] != (1, 1)
 
 
 def reachable_savings(rows: List[Dict]) -> float:
