@@ -57,7 +57,8 @@ CHOICES = {"fixed": (False, False), "data": (True, False), "data+strided": (True
 
 
 def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, calibration: torch.Tensor,
-                held_out: torch.Tensor, steps: List[int], choices: List[str]) -> List[Dict[str, object]]:
+                held_out: torch.Tensor, steps: List[int], choices: List[str],
+                distillation: Optional[Dict[str, object]] = None) -> List[Dict[str, object]]:
     build, kind = fidelity_data.NETWORKS[name]
     original = build()
     reference = outputs(original, held_out)
@@ -93,7 +94,7 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
             record(alpha, f"{channels} + reconstructed", module, macs, time.perf_counter() - start)
             done, start = 0, time.perf_counter()
             for total in steps:
-                octify.distill(module, original, train, steps=total - done, progress=False)
+                octify.distill(module, original, train, steps=total - done, progress=False, **(distillation or {}))
                 done = total
                 record(alpha, f"{channels} + reconstructed + distilled {total}", module, macs,
                        time.perf_counter() - start)
@@ -126,6 +127,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--choices", default=",".join(CHOICES),
                         help="conversion choices, comma-separated, of: " + ", ".join(CHOICES))
     parser.add_argument("--steps", default="100,300,1000", help="cumulative distillation steps")
+    parser.add_argument("--lr", type=float, default=1e-3, help="distillation learning rate")
+    parser.add_argument("--freeze-batch-norm", action="store_true",
+                        help="distil with the BatchNorm statistics frozen (train_batch_norm=False)")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="distillation optimizer")
+    parser.add_argument("--outputs-only", action="store_true",
+                        help="distil the outputs only, without matching feature maps (features=None)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--tiny", action="store_true",
                         help="CI: MobileNetV2 at 64x64, alpha 0.25, fixed and data-chosen channels, 8 crops, "
@@ -154,7 +161,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         train = fidelity_data.training_set(sources, size, args.train_images)
         held_out = fidelity_data.evaluation_set(held_out_images, size)
         held_out = held_out[:args.held_out] if args.held_out else held_out
-        rows += run_network(name, alphas, size, train, train[:args.calibration_images], held_out, steps, choices)
+        rows += run_network(name, alphas, size, train, train[:args.calibration_images], held_out, steps, choices,
+                            {"lr": args.lr, "optimizer": args.optimizer, "train_batch_norm": not args.freeze_batch_norm,
+                             **({"features": None} if args.outputs_only else {})})
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
