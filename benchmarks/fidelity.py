@@ -58,7 +58,7 @@ CHOICES = {"fixed": (False, False), "data": (True, False), "data+strided": (True
 
 def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, calibration: torch.Tensor,
                 held_out: torch.Tensor, steps: List[int], choices: List[str],
-                distillation: Optional[Dict[str, object]] = None) -> List[Dict[str, object]]:
+                distillation: Optional[Dict[str, object]] = None, ridge: float = 1e-5) -> List[Dict[str, object]]:
     build, kind = fidelity_data.NETWORKS[name]
     original = build()
     reference = outputs(original, held_out)
@@ -84,7 +84,7 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
             start = time.perf_counter()
             module = copy.deepcopy(conversion.module)
             try:
-                skipped = reconstruct(module, original, calibration).skipped
+                skipped = reconstruct(module, original, calibration, ridge=ridge).skipped
             except ValueError as error:  # nothing it can fit
                 print(f"{name}: {error}", file=sys.stderr)
                 continue
@@ -127,6 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--choices", default=",".join(CHOICES),
                         help="conversion choices, comma-separated, of: " + ", ".join(CHOICES))
     parser.add_argument("--steps", default="100,300,1000", help="cumulative distillation steps")
+    parser.add_argument("--ridge", type=float, default=1e-5, help="reconstruction's pull towards the current weights")
     parser.add_argument("--lr", type=float, default=1e-3, help="distillation learning rate")
     parser.add_argument("--freeze-batch-norm", action="store_true",
                         help="distil with the BatchNorm statistics frozen (train_batch_norm=False)")
@@ -163,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         held_out = held_out[:args.held_out] if args.held_out else held_out
         rows += run_network(name, alphas, size, train, train[:args.calibration_images], held_out, steps, choices,
                             {"lr": args.lr, "optimizer": args.optimizer, "train_batch_norm": not args.freeze_batch_norm,
-                             **({"features": None} if args.outputs_only else {})})
+                             **({"features": None} if args.outputs_only else {})}, args.ridge)
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
