@@ -46,12 +46,12 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
     Targets (exactly one): ``target_macs`` (a ratio of the original's MACs: the lowest measured latency within
     it, where latencies estimated within 1% of the original's count as equal and of equals the one with the most
     MACs, closest to the target, wins; with ``measure=False``, the fewest octave groups, largest first, timing
-    nothing; either way the counted MACs are checked and the choice made again when they fall over the target or
-    well under it), ``target_latency``
-    (a ratio of the original's latency: the fewest MACs within it) or ``fastest=True``. A measured result is
-    never slower than the original: a group whose octave forms do not pay stays plain, and the converted network
-    is timed end to end against the original, the groups that save least made plain until it holds. A target
-    that cannot be met gives a :class:`TargetWarning` and a note saying by how much.
+    nothing; either way the counted MACs are checked and the choice made again when they are over the target or
+    more than 0.01 under it), ``target_latency`` (a ratio of the original's latency: the fewest MACs within it)
+    or ``fastest=True``. A measured result is never slower than the original: a group whose octave forms do not
+    pay stays plain, and the converted network is timed end to end against the original, the groups that save
+    least made plain until it holds. A target that cannot be met gives a :class:`TargetWarning` and a note saying
+    by how much.
 
     Measurement (:mod:`octify.tuning.measure`): ``batch_size``, ``device`` (``"cpu"``, ``"cuda"``), ``dtype``
     (None: float32; ``torch.float16`` / ``torch.bfloat16``: autocast) and ``mode`` (``"eager"``: as
