@@ -9,12 +9,16 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
 import octify
 from octify.cli.options import read_schedule
-from octify.tuning import LayerProbe, MedianTimer, ModelProbe, Setting, TargetWarning, tune
+from octify.tuning import GroupCosts, LayerProbe, MedianTimer, ModelProbe, Setting, Target, TargetWarning, tune
+from octify.tuning.choose import RESOLUTION, choose, fastest_by_macs
+from octify.tuning.tune import MAC_SLACK
 
 SHAPE = (1, 3, 32, 32)
 BASE = 10.0  # seconds of the whole original network, for the fake timer
@@ -107,7 +111,8 @@ def test_fastest_takes_each_groups_fastest_alpha_and_keeps_plain_what_does_not_p
 
 
 def test_target_macs_takes_the_fastest_schedule_within_the_macs():
-    timer = FakeTimer(costs(a=(1.0, 1.1, 1.2, 1.3), b=(1.0, 0.9, 0.8, 0.7), c=(1.0, 0.9, 0.8, 0.7)))
+    # every step of alpha changes the estimate by 2% or more of BASE: more than the resolution
+    timer = FakeTimer(costs(a=(1.0, 1.3, 1.6, 1.9), b=(1.0, 0.8, 0.6, 0.4), c=(1.0, 0.8, 0.6, 0.4)))
     fastest = run(timer, fastest=True).tuning
     assert fastest.alphas == {"a": 0.0, "b": 0.75, "c": 0.75}
     target = fastest.macs_ratio - 0.05  # needs group a octave, which costs time: as little of it as reaches the MACs
@@ -117,6 +122,57 @@ def test_target_macs_takes_the_fastest_schedule_within_the_macs():
     lower = max(a for a in (0.0, 0.25, 0.5, 0.75) if a < tuning.alphas["a"])
     schedule = {"a": lower, **{pattern: a for pattern, a in tuning.schedule.items() if pattern != "a"}}
     assert octify.convert(Net(), schedule, input_shape=SHAPE).report.ratios["macs"] > target
+
+
+def choose_for_half_the_macs(seconds_at_49, seconds_at_45):
+    """The MAC ratio ``choose`` takes for target_macs 0.5 from one group whose alphas give the whole network 1.0, 0.6,
+    0.49 and 0.45 of its MACs, estimated at BASE - 0.4, ``seconds_at_49`` and ``seconds_at_45``."""
+    base_macs, rest = 100, BASE - 5.0  # the group: 60 MACs and 5 s of the original's
+    group = GroupCosts("a", {0.0: 60, 0.25: 20, 0.5: 9, 0.75: 5},
+                       {0.0: 5.0, 0.25: 4.6, 0.5: seconds_at_49 - rest, 0.75: seconds_at_45 - rest})
+    chosen, missed = choose([group], Target("macs", 0.5), BASE, base_macs)
+    assert missed is None
+    return chosen.macs / base_macs
+
+
+def test_target_macs_takes_the_most_macs_among_schedules_as_fast_within_the_resolution():
+    tolerance = RESOLUTION * BASE
+    assert choose_for_half_the_macs(9.0 + 0.5 * tolerance, 9.0) == 0.49  # slower by less than timing resolves
+    assert choose_for_half_the_macs(9.0 + 2 * tolerance, 9.0) == 0.45  # clearly slower: the faster one
+    assert choose_for_half_the_macs(BASE + 0.5 * tolerance, BASE - 0.5 * tolerance) == 0.45  # never slower wins
+
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75)
+TABLES = st.lists(st.tuples(st.lists(st.integers(0, 200), min_size=4, max_size=4),
+                            st.lists(st.integers(1, 50), min_size=4, max_size=4)), min_size=1, max_size=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tables=TABLES)
+def test_the_candidates_are_the_fastest_schedule_at_each_mac_count(tables):
+    """With fewer MACs than levels, each level is one MAC count: the candidates are exactly, for every MAC count some
+    schedule has, the fastest schedule with it, slower than one with fewer MACs or not."""
+    groups = [GroupCosts(f"g{i}", dict(zip(ALPHAS, macs)), dict(zip(ALPHAS, map(float, seconds))))
+              for i, (macs, seconds) in enumerate(tables)]
+
+    def totals(alphas):
+        return sum(g.macs[alphas[g.name]] for g in groups), sum(g.latency[alphas[g.name]] for g in groups)
+    fastest = {}
+    for choice in itertools.product(ALPHAS, repeat=len(groups)):
+        macs, seconds = totals(dict(zip((g.name for g in groups), choice)))
+        fastest[macs] = min(seconds, fastest.get(macs, seconds))
+    assert [totals(alphas) for alphas in fastest_by_macs(groups)] == sorted(fastest.items())
+
+
+def test_counted_macs_far_under_a_macs_target_make_the_choice_again_closer(monkeypatch):
+    """Every alpha as fast: the MAC estimate alone decides. It misses what a layer reading a group at another alpha
+    saves, so the first choice counts far under the target; choosing again for the target less that error lands
+    closer, still within it."""
+    flat = costs(a=(1.0,) * 4, b=(1.0,) * 4, c=(1.0,) * 4)
+    corrected = run(FakeTimer(flat), target_macs=0.6).tuning.macs_ratio
+    monkeypatch.setattr(sys.modules["octify.tuning.tune"], "MAC_CORRECTIONS", 0)
+    first = run(FakeTimer(flat), target_macs=0.6).tuning.macs_ratio
+    assert first < 0.6 - MAC_SLACK and first < corrected <= 0.6
 
 
 def test_target_latency_takes_the_fewest_macs_within_the_latency():

@@ -1,12 +1,15 @@
 """Choosing one alpha per group from measured costs (no torch here: plain numbers in, alphas out).
 
 The estimate of a schedule is the original's latency (the sum of its operations' times, measured
-as the groups' are) and MACs minus, per group, what its chosen alpha saves against alpha 0. The candidates are the schedules on the frontier between
-latency and MACs (none other is both faster and smaller); a target picks one of them:
+as the groups' are) and MACs minus, per group, what its chosen alpha saves against alpha 0. The
+candidates are, for each level of MACs, the schedule estimated fastest at it; a target picks one:
 
 * ``fastest``: each group at its fastest alpha; a group whose octave forms are not faster than its
   plain form stays plain;
-* ``macs``: the lowest estimated latency among those within the MAC ratio;
+* ``macs``: the most MACs among those within the MAC ratio that are estimated as fast as the fastest
+  of them: estimates closer than :data:`RESOLUTION` of the original's latency are not told apart
+  (timings cannot resolve them), and of equally fast ones the one closest to the target changes
+  the fewest layers;
 * ``latency``: the fewest MACs among those within the latency ratio.
 
 Only candidates estimated no slower than the original count: when a target needs a slower model,
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 MACS, LATENCY, FASTEST = "macs", "latency", "fastest"
-FRONTIER_POINTS = 4000
+MAC_LEVELS = 4000  # levels of MACs the candidates are kept at
+RESOLUTION = 0.01  # estimated latencies closer than this fraction of the original's are equally fast
 SLOWER = "fewer MACs would need a model estimated slower than the original, and never slower wins"
 
 
@@ -82,26 +86,25 @@ def estimate(groups: Sequence[GroupCosts], alphas: Mapping[str, float], base_lat
     return Estimate(dict(alphas), latency, macs)
 
 
-def frontier(groups: Sequence[GroupCosts], resolution: int = FRONTIER_POINTS) -> List[Dict[str, float]]:
-    """The schedules no other beats on both estimated seconds and MACs, fewest MACs first (then more MACs, less
-    time). Built group by group, dropping what another point beats; points closer than ``1 / resolution`` of the
-    groups' MACs keep only the one with fewer MACs, so the list stays short (and errs towards fewer MACs)."""
-    step = sum(max(g.macs.values()) for g in groups) / resolution
-    levels: List[List[Tuple[int, float, int, float]]] = []  # per group: (macs, seconds, parent index, alpha)
-    points: List[Tuple[int, float]] = [(0, 0.0)]
+def fastest_by_macs(groups: Sequence[GroupCosts], resolution: int = MAC_LEVELS) -> List[Dict[str, float]]:
+    """For each level of MACs (``1 / resolution`` of the groups' largest MACs wide), the schedule estimated fastest
+    at it, fewest MACs first. Built group by group, keeping the fastest partial schedule per level; a schedule
+    slower than one with fewer MACs stays (a MAC target may prefer it, being as fast within the resolution)."""
+    step = max(1, sum(max(g.macs.values()) for g in groups) // resolution)
+    levels: List[Dict[int, Tuple[int, float, int, float]]] = []  # per group: level -> (macs, seconds, parent, alpha)
+    points: Dict[int, Tuple[int, float]] = {0: (0, 0.0)}
     for group in groups:
-        merged = sorted(((macs + group.macs[a], seconds + group.latency[a], parent, a)
-                         for parent, (macs, seconds) in enumerate(points) for a in group.alphas),
-                        key=lambda p: (p[0], p[1], p[3]))
-        kept: List[Tuple[int, float, int, float]] = []
-        for point in merged:
-            if kept and (point[1] >= kept[-1][1] or point[0] - kept[-1][0] < step):
-                continue  # beaten by a point with no more MACs, or too close to it
-            kept.append(point)
+        kept: Dict[int, Tuple[int, float, int, float]] = {}
+        for parent, (macs, seconds) in points.items():
+            for alpha in group.alphas:
+                point = (macs + group.macs[alpha], seconds + group.latency[alpha], parent, alpha)
+                level = point[0] // step
+                if level not in kept or (point[1], point[0]) < kept[level][1::-1]:  # faster, then fewer MACs
+                    kept[level] = point
         levels.append(kept)
-        points = [(macs, seconds) for macs, seconds, _, _ in kept]
+        points = {level: (macs, seconds) for level, (macs, seconds, _, _) in kept.items()}
     schedules = []
-    for last in range(len(points)):
+    for last in sorted(points):
         alphas: Dict[str, float] = {}
         position = last
         for group, level in zip(reversed(groups), reversed(levels)):
@@ -119,7 +122,7 @@ def choose(groups: Sequence[GroupCosts], target: Target, base_latency: float,
            base_macs: int) -> Tuple[Estimate, Optional[str]]:
     """The schedule ``target`` asks for, and why the target is missed (None when met), from measured costs."""
     fastest = estimate(groups, fastest_alphas(groups), base_latency, base_macs)
-    candidates = [fastest] + [estimate(groups, alphas, base_latency, base_macs) for alphas in frontier(groups)]
+    candidates = [fastest] + [estimate(groups, alphas, base_latency, base_macs) for alphas in fastest_by_macs(groups)]
     never_slower = [c for c in candidates if c.latency <= base_latency]  # the fastest always is
     if target.kind == FASTEST:
         return fastest, None
@@ -127,7 +130,7 @@ def choose(groups: Sequence[GroupCosts], target: Target, base_latency: float,
         limit = target.ratio * base_macs
         meeting = [c for c in never_slower if c.macs <= limit]
         if meeting:
-            return min(meeting, key=lambda c: (c.latency, c.macs)), None
+            return most_macs_as_fast(meeting, RESOLUTION * base_latency), None
         closest = min(never_slower, key=lambda c: (c.macs, c.latency))
         return closest, missed_macs(target.ratio, closest.macs / base_macs, SLOWER)
     limit = target.ratio * base_latency
@@ -137,6 +140,13 @@ def choose(groups: Sequence[GroupCosts], target: Target, base_latency: float,
     return fastest, (f"target_latency {target.ratio:g} missed: the fastest schedule found is estimated at "
                      f"{fastest.latency / base_latency:.3f} of the original's latency "
                      f"({fastest.latency / base_latency - target.ratio:.3f} over)")
+
+
+def most_macs_as_fast(candidates: Sequence[Estimate], tolerance: float) -> Estimate:
+    """Of the candidates estimated within ``tolerance`` seconds of the fastest, the one with the most MACs (then the
+    fastest of those)."""
+    fastest = min(c.latency for c in candidates)
+    return max((c for c in candidates if c.latency <= fastest + tolerance), key=lambda c: (c.macs, -c.latency))
 
 
 def missed_macs(target: float, reached: float, why: str) -> str:

@@ -23,7 +23,8 @@ from .result import Tuning, schedule_names
 from .timing import LayerProbe, MedianTimer, ModelProbe, Timer
 
 CANDIDATE_ALPHAS = (0.25, 0.5, 0.75)
-MAC_CORRECTIONS = 3  # further conversions that may tighten the MAC estimate towards a MAC target
+MAC_CORRECTIONS = 3  # further conversions that may correct the MAC estimate towards a MAC target
+MAC_SLACK = 0.01  # counted MACs this close under a MAC target are close enough
 DEFAULT_CACHE = object()  # cache_dir's default: $OCTIFY_CACHE_DIR or ~/.cache/octify
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 Chooser = Callable[[float], Tuple[Estimate, Optional[str]]]
@@ -43,11 +44,14 @@ def tune(model: nn.Module, *, target_macs: Optional[float] = None, target_latenc
     """Convert ``model`` with one alpha per group of convolutions, chosen to meet one target.
 
     Targets (exactly one): ``target_macs`` (a ratio of the original's MACs: the lowest measured latency within
-    it; with ``measure=False``, the fewest octave groups, largest first, timing nothing), ``target_latency``
-    (a ratio of the original's latency: the fewest MACs within it) or ``fastest=True``. A measured result is
-    never slower than the original: a group whose octave forms do not pay stays plain, and the converted network
-    is timed end to end against the original, the groups that save least made plain until it holds. A target
-    that cannot be met gives a :class:`TargetWarning` and a note saying by how much.
+    it, where latencies estimated within 1% of the original's count as equal and of equals the one with the most
+    MACs, closest to the target, wins; with ``measure=False``, the fewest octave groups, largest first, timing
+    nothing; either way the counted MACs are checked and the choice made again when they are over the target or
+    more than 0.01 under it), ``target_latency`` (a ratio of the original's latency: the fewest MACs within it)
+    or ``fastest=True``. A measured result is never slower than the original: a group whose octave forms do not
+    pay stays plain, and the converted network is timed end to end against the original, the groups that save
+    least made plain until it holds. A target that cannot be met gives a :class:`TargetWarning` and a note saying
+    by how much.
 
     Measurement (:mod:`octify.tuning.measure`): ``batch_size``, ``device`` (``"cpu"``, ``"cuda"``), ``dtype``
     (None: float32; ``torch.float16`` / ``torch.bfloat16``: autocast) and ``mode`` (``"eager"``: as
@@ -259,23 +263,27 @@ def _mac_costs(groups: List[AlphaGroup], variants: Mapping[float, Conversion]) -
 
 def _meet_macs(chooser: Chooser, target: float, estimate: Estimate, base_macs: int,
                schedules: "_Schedules") -> Estimate:
-    """The estimate, or where its counted MACs exceed ``target`` although the estimate met it (layers whose input
-    and output alphas differ), the choice made again with the estimate's error taken off the target, up to
-    :data:`MAC_CORRECTIONS` times."""
+    """The estimate, or where its counted MACs differ from the estimated ones (a layer whose input and output alphas
+    differ costs other MACs than either group's table says) by being over ``target`` or more than
+    :data:`MAC_SLACK` under it, the choice made again with that error taken off the target, up to
+    :data:`MAC_CORRECTIONS` times. Of the schedules tried, the one counted with the most MACs within ``target``
+    (else the last)."""
+    tried = [estimate]
     limit = target
     for _ in range(MAC_CORRECTIONS):
         counted = schedules.macs_ratio(estimate.alphas)
         error = counted - estimate.macs / base_macs
-        if counted <= target or estimate.macs > limit * base_macs or error <= 0:
+        if target - MAC_SLACK <= counted <= target or estimate.macs > limit * base_macs or error == 0:
+            break  # close enough, a target the choice missed, or an exact estimate: nothing to correct
+        limit = target - error
+        if not 0 < limit < 1:
             break
-        limit -= error
-        if limit <= 0:
+        estimate, _ = chooser(limit)
+        if any(estimate.alphas == seen.alphas for seen in tried):
             break
-        tighter, _ = chooser(limit)
-        if tighter.alphas == estimate.alphas:
-            break
-        estimate = tighter
-    return estimate
+        tried.append(estimate)
+    within = [e for e in tried if schedules.macs_ratio(e.alphas) <= target]
+    return max(within, key=lambda e: schedules.macs_ratio(e.alphas)) if within else tried[-1]
 
 
 def _check_end_to_end(alphas: Mapping[str, float], costs: List[GroupCosts], measurer: "_Measurer",
