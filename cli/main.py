@@ -107,6 +107,9 @@ def _version() -> str:
                    "the converted model agrees with the original.")
 @click.option("--distill-steps", type=click.IntRange(min=1), metavar="N",
               help="Then train the converted model N steps to follow the original on the --calibrate inputs.")
+@click.option("--distill-lr", type=click.FloatRange(min=0, min_open=True), metavar="LR",
+              help="Learning rate of --distill-steps (octify.distill's lr).  [default: 0.001; after --reconstruct "
+                   "a small one, such as 1e-5, keeps the fit]")
 @click.option("--normalize", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
               help="How images read for --calibrate are normalized after scaling to [0, 1].")
 @click.option("--choose-channels", is_flag=True,
@@ -128,7 +131,7 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
             target_macs: Optional[float], target_latency: Optional[float], batch_size: Optional[int],
             device: Optional[str], no_measure: bool, input_shapes: Tuple[str, ...], output: Optional[Path],
             report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...],
-            calibration_data: Optional[Path], distill_steps: Optional[int], normalize: str, choose_channels: bool,
+            calibration_data: Optional[Path], distill_steps: Optional[int], distill_lr: Optional[float], normalize: str, choose_channels: bool,
             reconstruct: bool, strided_high: bool, min_size: str, force: bool, quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
@@ -141,7 +144,7 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
                           leaves, verify, parse_exports(exports), report_format, debug, calibration_data,
                           distill_steps or 0, normalize == "imagenet", tuning, choose_channels, reconstruct,
-                          strided_high, parse_min_size(min_size))
+                          strided_high, parse_min_size(min_size), distill_lr)
         check_recovery(request)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)

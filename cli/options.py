@@ -40,12 +40,15 @@ class Request:
     reconstruct: bool = False  # --reconstruct: octave layers fitted to the original on the --calibrate inputs
     strided_high: bool = False  # --strided-high: strided layers keep the original strided high path
     min_size: Union[int, str] = "auto"  # --min-size: maps smaller than this many pixels stay plain
+    distill_lr: Optional[float] = None  # --distill-lr: the learning rate of --distill-steps (None: octify.distill's)
 
 
 def check_recovery(request: Request) -> None:
     """UsageError for --calibrate / --distill-steps values that cannot work, before any work."""
     if request.distill_steps and request.calibration_data is None:
         raise UsageError("--distill-steps needs --calibrate PATH: the inputs to distil with")
+    if request.distill_lr is not None and not request.distill_steps:
+        raise UsageError("--distill-lr needs --distill-steps N: the steps it is the learning rate of")
     for option, asked in (("--choose-channels", request.choose_channels), ("--reconstruct", request.reconstruct)):
         if asked and request.calibration_data is None:
             raise UsageError(f"{option} needs --calibrate PATH: the inputs it learns from")

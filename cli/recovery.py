@@ -2,8 +2,9 @@
 original, measured on inputs held out from all of them (and from ``--choose-channels``)."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -32,10 +33,10 @@ def hold_out(data: torch.Tensor) -> HeldOut:
 
 
 def recover(original: nn.Module, converted: nn.Module, data: HeldOut, distill_steps: int, reconstruct: bool,
-            console: Console) -> Tuple[Dict[str, Any], List[str]]:
+            console: Console, distill_lr: Optional[float] = None) -> Tuple[Dict[str, Any], List[str]]:
     """Calibrate ``converted`` in place on ``data.train``, then fit its layers if ``reconstruct``, then distil it
-    ``distill_steps`` steps; returns the record for report.json and the lines to print, with agreement on
-    ``data.test`` after each step."""
+    ``distill_steps`` steps at ``distill_lr`` (None: ``octify.distill``'s default); returns the record for
+    report.json and the lines to print, with agreement on ``data.test`` after each step."""
     train, test = data.train, data.test
     record: Dict[str, Any] = {"inputs": len(train), "held_out": len(test)}
     with console.step("measuring agreement"):
@@ -56,11 +57,13 @@ def recover(original: nn.Module, converted: nn.Module, data: HeldOut, distill_st
         lines.append(f"reconstructed {len(fitted.layers)} layers ({len(fitted.skipped)} left as they were); "
                      f"{reconstructed.metric}: {_percent(reconstructed.value)}")
     if distill_steps:
-        result = octify.distill(converted, original, train, distill_steps, progress=console.shows_progress)
+        lr = distill_lr if distill_lr is not None else inspect.signature(octify.distill).parameters["lr"].default
+        result = octify.distill(converted, original, train, distill_steps, lr=lr, progress=console.shows_progress)
         distilled = agreement(original, converted, test)
-        record.update(distilled=distilled.value, distill_steps=distill_steps, distill_seconds=result.seconds,
+        record.update(distilled=distilled.value, distill_steps=distill_steps, distill_lr=lr,
+                      distill_seconds=result.seconds,
                       distill_losses=[result.losses[0], result.losses[-1]], features=result.features)
-        lines.append(f"distilled {distill_steps} steps in {result.seconds:.1f} s (loss {result.losses[0]:.4g} -> "
+        lines.append(f"distilled {distill_steps} steps at lr {lr:g} in {result.seconds:.1f} s (loss {result.losses[0]:.4g} -> "
                      f"{result.losses[-1]:.4g}); {distilled.metric}: {_percent(distilled.value)}")
     return record, lines
 

@@ -57,13 +57,15 @@ def workdir(tmp_path, monkeypatch):
 
 
 def test_calibrates_and_distils_on_a_folder_of_images(workdir):
-    result = octify("net.py", *SHAPE, "--calibrate", "images", "--distill-steps", "3", "-o", "out", cwd=workdir)
+    result = octify("net.py", *SHAPE, "--calibrate", "images", "--distill-steps", "3", "--distill-lr", "2e-3", "-o",
+                    "out", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "calibrated on 10 inputs; top-1 agreement with the original on 2 held-out inputs: " in result.stderr
-    assert "distilled 3 steps in " in result.stderr
+    assert "distilled 3 steps at lr 0.002 in " in result.stderr
     recovery = json.loads((workdir / "out" / "report.json").read_text())["recovery"]
     assert recovery["metric"] == "top-1 agreement" and (recovery["inputs"], recovery["held_out"]) == (10, 2)
     assert recovery["distill_steps"] == 3 and recovery["features"] == ["body.1", "body.2"]
+    assert recovery["distill_lr"] == 0.002
     assert all((recovery[key] * 2).is_integer() for key in ("converted", "calibrated", "distilled"))  # of 2 inputs
     assert listing(workdir / "out") == ["model.pt", "net_octave", "report.json"]
     assert load_saved(workdir / "out")(torch.randn(2, 3, 16, 16)).shape == (2, 10)
@@ -88,6 +90,9 @@ BAD = {
                                                       "found shape (10, 3, 8, 8)"]),
     "distill-without-data": (["--distill-steps", "5"], 2, ["--distill-steps needs --calibrate PATH"]),
     "zero-steps": (["--calibrate", "images", "--distill-steps", "0"], 2, ["--distill-steps"]),
+    "lr-without-steps": (["--calibrate", "images", "--distill-lr", "1e-5"], 2,
+                         ["--distill-lr needs --distill-steps N"]),
+    "zero-lr": (["--calibrate", "images", "--distill-steps", "3", "--distill-lr", "0"], 2, ["--distill-lr"]),
     "reconstruct-without-data": (["--reconstruct"], 2, ["--reconstruct needs --calibrate PATH"]),
     "channels-without-data": (["--choose-channels"], 2, ["--choose-channels needs --calibrate PATH"]),
     "channels-with-tuning": (["--calibrate", "images", "--choose-channels", "--fastest"], 2,
