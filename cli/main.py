@@ -131,8 +131,9 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
             target_macs: Optional[float], target_latency: Optional[float], batch_size: Optional[int],
             device: Optional[str], no_measure: bool, input_shapes: Tuple[str, ...], output: Optional[Path],
             report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...],
-            calibration_data: Optional[Path], distill_steps: Optional[int], distill_lr: Optional[float], normalize: str, choose_channels: bool,
-            reconstruct: bool, strided_high: bool, min_size: str, force: bool, quiet: bool, debug: bool) -> int:
+            calibration_data: Optional[Path], distill_steps: Optional[int], distill_lr: Optional[float],
+            normalize: str, choose_channels: bool, reconstruct: bool, strided_high: bool, min_size: str, force: bool,
+            quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:

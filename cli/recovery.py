@@ -2,7 +2,6 @@
 original, measured on inputs held out from all of them (and from ``--choose-channels``)."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -11,6 +10,7 @@ from torch import nn
 
 import octify
 from octify.recovery import agreement
+from octify.recovery.distillation import LEARNING_RATE
 
 from .console import Console
 
@@ -57,14 +57,15 @@ def recover(original: nn.Module, converted: nn.Module, data: HeldOut, distill_st
         lines.append(f"reconstructed {len(fitted.layers)} layers ({len(fitted.skipped)} left as they were); "
                      f"{reconstructed.metric}: {_percent(reconstructed.value)}")
     if distill_steps:
-        lr = distill_lr if distill_lr is not None else inspect.signature(octify.distill).parameters["lr"].default
+        lr = distill_lr if distill_lr is not None else LEARNING_RATE
         result = octify.distill(converted, original, train, distill_steps, lr=lr, progress=console.shows_progress)
         distilled = agreement(original, converted, test)
         record.update(distilled=distilled.value, distill_steps=distill_steps, distill_lr=lr,
                       distill_seconds=result.seconds,
                       distill_losses=[result.losses[0], result.losses[-1]], features=result.features)
-        lines.append(f"distilled {distill_steps} steps at lr {lr:g} in {result.seconds:.1f} s (loss {result.losses[0]:.4g} -> "
-                     f"{result.losses[-1]:.4g}); {distilled.metric}: {_percent(distilled.value)}")
+        lines.append(f"distilled {distill_steps} steps at lr {lr:g} in {result.seconds:.1f} s (loss "
+                     f"{result.losses[0]:.4g} -> {result.losses[-1]:.4g}); {distilled.metric}: "
+                     f"{_percent(distilled.value)}")
     return record, lines
 
 

@@ -1,5 +1,6 @@
-"""Helpers shared by the inference tests: random octave inputs, comparing octave outputs."""
+"""Helpers shared by the tests: random octave inputs, comparing octave outputs, counting MACs."""
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
@@ -10,6 +11,13 @@ def octave_input(conv, batch, height, width):
     if not conv.low_in:
         return high
     return high, torch.randn(batch, conv.low_in, (height + 1) // 2, (width + 1) // 2)
+
+
+def macs_by_flop_counter(module, *args):
+    """The multiply-accumulates FlopCounterMode counts (FLOPs / 2) in one run of ``module`` on ``args``."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*args)
+    return counter.get_total_flops() // 2
 
 
 def as_tuple(y):

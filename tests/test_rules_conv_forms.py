@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import octify
+from octave_helpers import macs_by_flop_counter
 from octify import ChannelSplit, OctConv2d, OctMerge, OctSplit
 from octify.layers import FunctionalOctConv2d
 from octify.report import OpCall, find_rule
@@ -42,12 +42,6 @@ ALPHAS = [(0.0, 0.5), 0.5, (0.5, 0.0)]
 
 def geometry_ids(cases):
     return [name for _, name in cases]
-
-
-def macs_by_flop_counter(module, *args):
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*args)
-    return counter.get_total_flops() // 2
 
 
 def tf_same_size(size, stride):

@@ -30,12 +30,12 @@ def check_min_size(min_size: object) -> MinSize:
                      f"rule is 8) or 'auto', got {min_size!r}")
 
 
-def small_map_share(convolutions: Iterable[Tuple[int, int]], below: int = PAPER_MIN_SIZE) -> float:
-    """The share of MACs of ``(macs, smaller output side)`` convolutions whose output is under ``below`` pixels."""
+def small_map_share(convolutions: Iterable[Tuple[int, int]]) -> float:
+    """The share of MACs of ``(macs, smaller output side)`` convolutions whose output is under the paper's 8 pixels."""
     total = small = 0
     for macs, side in convolutions:
         total += macs
-        small += macs if side < below else 0
+        small += macs if side < PAPER_MIN_SIZE else 0
     return small / total if total else 0.0
 
 

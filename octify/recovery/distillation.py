@@ -17,6 +17,7 @@ from .loss import DistillationLoss, Features
 from .progress import Progress
 
 OPTIMIZERS = ("adamw", "sgd")
+LEARNING_RATE = 1e-3  # distill's default
 
 
 @dataclass
@@ -34,7 +35,7 @@ class DistillResult:
                f"{self.seconds:.1f} s on {self.device})"
 
 
-def distill(converted: nn.Module, original: nn.Module, data: Data, steps: int = 200, *, lr: float = 1e-3,
+def distill(converted: nn.Module, original: nn.Module, data: Data, steps: int = 200, *, lr: float = LEARNING_RATE,
             features: Features = "auto", device: Union[str, torch.device, None] = None, progress: bool = True,
             temperature: float = 1.0, feature_weight: float = 1.0, label_weight: float = 1.0,
             optimizer: str = "adamw", weight_decay: float = 0.0, train_batch_norm: bool = True,
