@@ -9,7 +9,9 @@ time of each step:
 * ``+ calibrated``: BatchNorm statistics re-estimated (``octify.calibrate``);
 * ``+ reconstructed``: each octave layer fitted to the original's outputs (``octify.reconstruct``), from the
   conversion (not the calibrated copy);
-* ``+ distilled N``: N steps of ``octify.distill`` after reconstruction.
+* ``+ refined``: each block trained alone to the original block's output (``octify.refine``) after
+  reconstruction;
+* ``+ distilled N``: N steps of ``octify.distill`` after that.
 
 Classifiers: top-1 agreement with the original and mean total-variation distance of the softmax;
 CRAFT: relative error of its score maps. Nothing is downloaded: ``pip install 'octify[fidelity]'``
@@ -58,7 +60,8 @@ CHOICES = {"fixed": (False, False), "data": (True, False), "data+strided": (True
 
 def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, calibration: torch.Tensor,
                 held_out: torch.Tensor, steps: List[int], choices: List[str],
-                distillation: Optional[Dict[str, object]] = None, ridge: float = 1e-5) -> List[Dict[str, object]]:
+                distillation: Optional[Dict[str, object]] = None, ridge: float = 1e-5,
+                refine_steps: int = 0) -> List[Dict[str, object]]:
     build, kind = fidelity_data.NETWORKS[name]
     original = build()
     reference = outputs(original, held_out)
@@ -91,12 +94,19 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
             if skipped:
                 print(f"{name}: reconstruction left {len(skipped)} layers: {sorted(set(skipped.values()))}",
                       file=sys.stderr)
-            record(alpha, f"{channels} + reconstructed", module, macs, time.perf_counter() - start)
+            stage = f"{channels} + reconstructed"
+            record(alpha, stage, module, macs, time.perf_counter() - start)
+            if refine_steps:
+                start = time.perf_counter()
+                refinement = octify.refine(module, original, calibration, steps=refine_steps, progress=False)
+                print(f"{name}: {refinement}", file=sys.stderr)
+                stage += " + refined"
+                record(alpha, stage, module, macs, time.perf_counter() - start)
             done, start = 0, time.perf_counter()
             for total in steps:
                 octify.distill(module, original, train, steps=total - done, progress=False, **(distillation or {}))
                 done = total
-                record(alpha, f"{channels} + reconstructed + distilled {total}", module, macs,
+                record(alpha, f"{stage} + distilled {total}", module, macs,
                        time.perf_counter() - start)
     return rows
 
@@ -128,6 +138,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="conversion choices, comma-separated, of: " + ", ".join(CHOICES))
     parser.add_argument("--steps", default="100,300,1000", help="cumulative distillation steps")
     parser.add_argument("--ridge", type=float, default=1e-5, help="reconstruction's pull towards the current weights")
+    parser.add_argument("--refine-steps", type=int, default=200,
+                        help="octify.refine's steps per block after reconstruction (0: no refinement)")
     parser.add_argument("--lr", type=float, default=1e-3, help="distillation learning rate")
     parser.add_argument("--freeze-batch-norm", action="store_true",
                         help="distil with the BatchNorm statistics frozen (train_batch_norm=False)")
@@ -137,10 +149,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--tiny", action="store_true",
                         help="CI: MobileNetV2 at 128x128 (its last stage 4x4, plain as the 7x7 one is at 224), "
-                             "alpha 0.25, fixed and data-chosen channels, 8 crops, 8 held-out, 1 distillation step")
+                             "alpha 0.25, fixed and data-chosen channels, 8 crops, 8 held-out, 2 refinement steps "
+                             "per block, 1 distillation step")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.networks, args.alphas, args.size, args.steps = "mobilenet_v2", "0.25", 128, "1"
+        args.networks, args.alphas, args.size, args.steps, args.refine_steps = "mobilenet_v2", "0.25", 128, "1", 2
         args.train_images, args.calibration_images, args.held_out, args.choices = 8, 8, 8, "fixed,data"
     if args.train_images > 2000:
         parser.error("--train-images: at most 2,000")
@@ -164,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         held_out = held_out[:args.held_out] if args.held_out else held_out
         rows += run_network(name, alphas, size, train, train[:args.calibration_images], held_out, steps, choices,
                             {"lr": args.lr, "optimizer": args.optimizer, "train_batch_norm": not args.freeze_batch_norm,
-                             **({"features": None} if args.outputs_only else {})}, args.ridge)
+                             **({"features": None} if args.outputs_only else {})}, args.ridge, args.refine_steps)
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -56,6 +56,7 @@ Examples:
   octify mynet.py:build_small --schedule alphas.toml --format json > report.json
   octify torchvision:resnet50 --leaf layer4 --export onnx,torchscript --force
   octify mynet.py --input-shape 1,3,96,96 --calibrate images/ --distill-steps 200
+  octify mynet.py --calibrate images/ --choose-channels --reconstruct --refine-steps 200
   octify torchvision:resnet50 --target-latency 0.7 --batch-size 8
 """
 
@@ -118,6 +119,9 @@ def _version() -> str:
 @click.option("--reconstruct", is_flag=True,
               help="After calibrating, fit each octave layer to the original layer's output on the --calibrate "
                    "inputs (least squares, in network order).")
+@click.option("--refine-steps", type=click.IntRange(min=1), metavar="N",
+              help="After calibrating (and --reconstruct), train each block of the converted model alone N steps "
+                   "to compute the original block's output on the --calibrate inputs (octify.refine).")
 @click.option("--strided-high", is_flag=True,
               help="Strided layers keep the original strided convolution as their high-to-high path.")
 @click.option("--min-size", default="auto", show_default=True, metavar="PIXELS|auto",
@@ -132,8 +136,8 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
             device: Optional[str], no_measure: bool, input_shapes: Tuple[str, ...], output: Optional[Path],
             report_format: str, leaves: Tuple[str, ...], verify: bool, exports: Tuple[str, ...],
             calibration_data: Optional[Path], distill_steps: Optional[int], distill_lr: Optional[float],
-            normalize: str, choose_channels: bool, reconstruct: bool, strided_high: bool, min_size: str, force: bool,
-            quiet: bool, debug: bool) -> int:
+            normalize: str, choose_channels: bool, reconstruct: bool, refine_steps: Optional[int], strided_high: bool,
+            min_size: str, force: bool, quiet: bool, debug: bool) -> int:
     """Convert MODEL into an Octave Convolution network, print its cost report and save it."""
     console = Console(quiet)
     try:
@@ -145,7 +149,7 @@ def command(model: str, alpha: Optional[float], schedule: Optional[Path], fastes
         request = Request(model, alpha, read_schedule(schedule) if schedule else None, parse_input_shapes(input_shapes),
                           leaves, verify, parse_exports(exports), report_format, debug, calibration_data,
                           distill_steps or 0, normalize == "imagenet", tuning, choose_channels, reconstruct,
-                          strided_high, parse_min_size(min_size), distill_lr)
+                          strided_high, parse_min_size(min_size), distill_lr, refine_steps or 0)
         check_recovery(request)
         target = output or Path(f"{model_name(model)}-octave")
         _warn_about_leftovers(console, target)

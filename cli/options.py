@@ -41,6 +41,7 @@ class Request:
     strided_high: bool = False  # --strided-high: strided layers keep the original strided high path
     min_size: Union[int, str] = "auto"  # --min-size: maps smaller than this many pixels stay plain
     distill_lr: Optional[float] = None  # --distill-lr: the learning rate of --distill-steps (None: octify.distill's)
+    refine_steps: int = 0  # --refine-steps: steps per block of octify.refine on the --calibrate inputs
 
 
 def check_recovery(request: Request) -> None:
@@ -49,7 +50,8 @@ def check_recovery(request: Request) -> None:
         raise UsageError("--distill-steps needs --calibrate PATH: the inputs to distil with")
     if request.distill_lr is not None and not request.distill_steps:
         raise UsageError("--distill-lr needs --distill-steps N: the steps it is the learning rate of")
-    for option, asked in (("--choose-channels", request.choose_channels), ("--reconstruct", request.reconstruct)):
+    for option, asked in (("--choose-channels", request.choose_channels), ("--reconstruct", request.reconstruct),
+                          ("--refine-steps", request.refine_steps)):
         if asked and request.calibration_data is None:
             raise UsageError(f"{option} needs --calibrate PATH: the inputs it learns from")
     for option, asked in (("--choose-channels", request.choose_channels), ("--strided-high", request.strided_high)):

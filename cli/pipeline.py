@@ -76,7 +76,8 @@ def run(request: Request, folder: Path, console: Console) -> Outcome:
                       any(layer.alpha_in or layer.alpha_out for layer in layers), tuning=_tuning_line(conversion))
     if data is not None:
         outcome.recovery, outcome.recovery_lines = recover(model, conversion.module, data, request.distill_steps,
-                                                           request.reconstruct, console, request.distill_lr)
+                                                           request.reconstruct, console, request.distill_lr,
+                                                           request.refine_steps)
     if request.verify:
         with console.step("verifying"):
             examples = [torch.randn_like(x) for x in conversion.example_inputs]

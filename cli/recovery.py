@@ -1,4 +1,4 @@
-"""``--calibrate``, ``--reconstruct`` and ``--distill-steps``: recover the converted model's agreement with the
+"""``--calibrate``, ``--reconstruct``, ``--refine-steps`` and ``--distill-steps``: recover the converted model's agreement with the
 original, measured on inputs held out from all of them (and from ``--choose-channels``)."""
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def hold_out(data: torch.Tensor) -> HeldOut:
 
 
 def recover(original: nn.Module, converted: nn.Module, data: HeldOut, distill_steps: int, reconstruct: bool,
-            console: Console, distill_lr: Optional[float] = None) -> Tuple[Dict[str, Any], List[str]]:
-    """Calibrate ``converted`` in place on ``data.train``, then fit its layers if ``reconstruct``, then distil it
+            console: Console, distill_lr: Optional[float] = None,
+            refine_steps: int = 0) -> Tuple[Dict[str, Any], List[str]]:
+    """Calibrate ``converted`` in place on ``data.train``, then fit its layers if ``reconstruct``, then train its
+    blocks ``refine_steps`` steps each (:func:`octify.refine`) if given, then distil it
     ``distill_steps`` steps at ``distill_lr`` (None: ``octify.distill``'s default); returns the record for
     report.json and the lines to print, with agreement on ``data.test`` after each step."""
     train, test = data.train, data.test
@@ -56,6 +58,13 @@ def recover(original: nn.Module, converted: nn.Module, data: HeldOut, distill_st
                       reconstruction_skipped=dict(fitted.skipped))
         lines.append(f"reconstructed {len(fitted.layers)} layers ({len(fitted.skipped)} left as they were); "
                      f"{reconstructed.metric}: {_percent(reconstructed.value)}")
+    if refine_steps:
+        refined = octify.refine(converted, original, train, steps=refine_steps, progress=console.shows_progress)
+        after = agreement(original, converted, test)
+        record.update(refined=after.value, refine_steps=refine_steps, refined_blocks=len(refined.blocks),
+                      refine_seconds=refined.seconds, refinement_skipped=dict(refined.skipped))
+        lines.append(f"refined {len(refined.blocks)} blocks, {refine_steps} steps each, in {refined.seconds:.1f} s "
+                     f"({len(refined.skipped)} left as they were); {after.metric}: {_percent(after.value)}")
     if distill_steps:
         lr = distill_lr if distill_lr is not None else LEARNING_RATE
         result = octify.distill(converted, original, train, distill_steps, lr=lr, progress=console.shows_progress)

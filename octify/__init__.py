@@ -17,7 +17,7 @@ _LOCATIONS = {
     "Conversion": ".convert", "convert": ".convert", "ConversionError": ".errors", "InternalError": ".errors",
     "for_inference": ".inference", "calibrate": ".recovery", "distill": ".recovery",
     "DistillationLoss": ".recovery", "DistillResult": ".recovery", "reconstruct": ".recovery",
-    "Reconstruction": ".recovery",
+    "Reconstruction": ".recovery", "refine": ".recovery", "Refinement": ".recovery",
     "Schedule": ".plan", "ModelCost": ".report", "Report": ".report", "cost": ".report",
     "tune": ".tuning", "Tuning": ".tuning",
 }
@@ -25,7 +25,8 @@ _SUBMODULES = ("export",)
 
 __all__ = ["Conversion", "ConversionError", "InternalError", "Schedule", "convert", "Branchwise", "ChannelSplit", "OctBatchNorm2d", "OctConv2d", "OctConvTranspose2d", "OctMerge", "OctSplit",
            "downsample", "upsample_to", "__version__", "ModelCost", "Report", "cost", "for_inference",
-           "calibrate", "distill", "DistillationLoss", "DistillResult", "reconstruct", "Reconstruction", "tune",
+           "calibrate", "distill", "DistillationLoss", "DistillResult", "reconstruct", "Reconstruction", "refine",
+           "Refinement", "tune",
            "Tuning"]
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
     from .layers import (Branchwise, ChannelSplit, OctBatchNorm2d, OctConv2d, OctConvTranspose2d, OctMerge, OctSplit,
                          downsample, upsample_to)
     from .plan import Schedule
-    from .recovery import DistillationLoss, DistillResult, Reconstruction, calibrate, distill, reconstruct
+    from .recovery import (DistillationLoss, DistillResult, Reconstruction, Refinement, calibrate, distill,
+                           reconstruct, refine)
     from .report import ModelCost, Report, cost
     from .tuning import Tuning, tune
 

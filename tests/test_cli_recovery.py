@@ -94,6 +94,8 @@ BAD = {
                          ["--distill-lr needs --distill-steps N"]),
     "zero-lr": (["--calibrate", "images", "--distill-steps", "3", "--distill-lr", "0"], 2, ["--distill-lr"]),
     "reconstruct-without-data": (["--reconstruct"], 2, ["--reconstruct needs --calibrate PATH"]),
+    "refine-without-data": (["--refine-steps", "3"], 2, ["--refine-steps needs --calibrate PATH"]),
+    "zero-refine-steps": (["--calibrate", "images", "--refine-steps", "0"], 2, ["--refine-steps"]),
     "channels-without-data": (["--choose-channels"], 2, ["--choose-channels needs --calibrate PATH"]),
     "channels-with-tuning": (["--calibrate", "images", "--choose-channels", "--fastest"], 2,
                              ["--choose-channels works with --alpha or --schedule, not with a tuning target"]),
@@ -109,14 +111,17 @@ def test_bad_recovery_options(workdir, capsys, args, status, fragments):
     assert listing(workdir) == before
 
 
-def test_channels_chosen_and_layers_fitted_on_the_held_in_images(workdir):
+def test_channels_chosen_layers_fitted_and_blocks_refined_on_the_held_in_images(workdir):
     result = octify("net.py", *SHAPE, "--calibrate", "images", "--choose-channels", "--reconstruct",
-                    "--strided-high", "-o", "out", cwd=workdir)
+                    "--refine-steps", "4", "--strided-high", "-o", "out", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "reconstructed 2 layers (0 left as they were); top-1 agreement: " in result.stderr
+    assert "refined 2 blocks, 4 steps each, in " in result.stderr
     report = json.loads((workdir / "out" / "report.json").read_text())
     recovery = report["recovery"]
     assert recovery["reconstructed_layers"] == 2 and recovery["reconstruction_skipped"] == {}
-    assert (recovery["reconstructed"] * 2).is_integer()
+    assert recovery["refined_blocks"] == 2 and recovery["refine_steps"] == 4
+    assert recovery["refinement_skipped"] == {} and recovery["refine_seconds"] > 0
+    assert all((recovery[key] * 2).is_integer() for key in ("reconstructed", "refined"))  # of 2 inputs
     chosen = [note for note in report["notes"] if note["kind"] == "channels"]
     assert chosen and all("low" in note["reason"] for note in chosen), report["notes"]

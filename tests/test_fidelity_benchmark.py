@@ -18,7 +18,8 @@ def test_tiny_fidelity_benchmark_prints_every_stage():
     assert result.returncode == 0, result.stderr
     rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if line.startswith("| mobilenet_v2 |")]
     tv = {cells[3].strip(): float(cells[5]) for cells in rows}
-    assert {"fixed", "fixed + reconstructed", "data", "data + reconstructed"} <= set(tv)
+    assert {"fixed", "fixed + reconstructed", "data", "data + reconstructed", "data + reconstructed + refined",
+            "data + reconstructed + refined + distilled 1"} <= set(tv)
     assert all(cells[2].strip() == "0.79x" for cells in rows)
     for choice in ("fixed", "data"):  # fitting the layers to the original brings the outputs closer
         assert tv[f"{choice} + reconstructed"] < tv[choice]

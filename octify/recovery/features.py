@@ -8,7 +8,7 @@ a tensor or an octave pair (whose split the rewrite recorded in ``node.meta["oct
 from __future__ import annotations
 
 import difflib
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from torch import fx, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -44,7 +44,7 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 def module_outputs(graph: fx.Graph) -> Dict[str, fx.Node]:
     """For every module a node records being made in, the node that is its output (see the module docstring)."""
-    inside: Dict[fx.Node, set] = {node: _modules_of(node) for node in graph.nodes}
+    inside: Dict[fx.Node, set] = {node: modules_of(node) for node in graph.nodes}
     outputs: Dict[str, fx.Node] = {}
     for node in graph.nodes:
         for name in inside[node]:
@@ -53,7 +53,8 @@ def module_outputs(graph: fx.Graph) -> Dict[str, fx.Node]:
     return outputs
 
 
-def _modules_of(node: fx.Node) -> set:
+def modules_of(node: fx.Node) -> set:
+    """The names of the modules whose forward made ``node``."""
     return {path for path, _ in node.meta.get("nn_module_stack", {}).values()}
 
 
@@ -95,15 +96,21 @@ def automatic(teacher: nn.Module, outputs: Dict[str, fx.Node]) -> List[str]:
     """Block outputs: the children of each ``nn.Sequential`` of the original (not those inside another such
     child, like a block's own layers) whose output in the converted network is an octave tensor; at most
     ``MAX_AUTOMATIC_FEATURES``, evenly spaced, the deepest included."""
-    children = [f"{parent}.{child}".lstrip(".") for parent, module in teacher.named_modules()
-                if isinstance(module, nn.Sequential) for child, _ in module.named_children()]
-    blocks = [name for name in children if not any(name.startswith(other + ".") for other in children)]
-    octave = sorted((name for name in blocks if name in outputs and OCTAVE_SPLIT in outputs[name].meta),
+    octave = sorted((name for name in container_children(teacher)
+                     if name in outputs and OCTAVE_SPLIT in outputs[name].meta),
                     key=lambda name: _position(outputs[name]))
     if len(octave) <= MAX_AUTOMATIC_FEATURES:
         return octave
     step = len(octave) / MAX_AUTOMATIC_FEATURES
     return [octave[len(octave) - 1 - int(i * step)] for i in reversed(range(MAX_AUTOMATIC_FEATURES))]
+
+
+def container_children(teacher: nn.Module, containers: Tuple[type, ...] = (nn.Sequential,)) -> List[str]:
+    """The names of the children of each ``containers`` instance in ``teacher`` that lie inside no other such
+    child (blocks, not a block's own layers)."""
+    children = [f"{parent}.{child}".lstrip(".") for parent, module in teacher.named_modules()
+                if isinstance(module, containers) for child, _ in module.named_children()]
+    return [name for name in children if not any(name.startswith(other + ".") for other in children)]
 
 
 def _position(node: fx.Node) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from ..layers.functional_octconv import FunctionalOctConv2d
 from ..layers.octconv import OctConv2d, Path
 from ..layers.resample import downsample, upsample_to
 from .data import Data, batches
+from .stepping import Stepper
 
 
 SAMPLES_PER_WEIGHT = 4  # with fewer output pixels per unknown weight, the fit follows the data, not the network
@@ -84,8 +85,8 @@ def reconstruct(converted: fx.GraphModule, original: nn.Module, data: Data, *,
         if not layers:
             raise ValueError("reconstruct: the converted model has no octave convolution with a matching nn.Conv2d "
                              "in the original" + "".join(f"; {k}: {v}" for k, v in result.skipped.items()))
-        mine = [_Stepper(converted, batch) for batch in inputs]
-        theirs = [_Stepper(reference, batch) for batch in inputs]
+        mine = [Stepper(converted, batch) for batch in inputs]
+        theirs = [Stepper(reference, batch) for batch in inputs]
         for node, target in layers:
             layer, name = converted.get_submodule(str(node.target)), str(node.target)
             fit = _fit_layer(layer, node, target, mine, theirs, ridge)
@@ -125,27 +126,6 @@ def _layers(converted: fx.GraphModule,
     return layers, result
 
 
-class _Stepper(fx.Interpreter):
-    """Runs a GraphModule on one batch node by node, pausing where asked; values no later node reads are freed."""
-
-    def __init__(self, module: fx.GraphModule, batch: Tensor) -> None:
-        super().__init__(module, garbage_collect_values=True)
-        self.args_iter = iter((batch,))
-        self.nodes = list(module.graph.nodes)
-        self.position = 0
-
-    def peek(self, stop: fx.Node) -> Any:
-        """Run every node before ``stop``, then ``stop``'s value, without keeping it (its module may change)."""
-        with torch.no_grad():
-            while self.nodes[self.position] is not stop:
-                node = self.nodes[self.position]
-                self.env[node] = self.run_node(node)
-                for dead in self.user_to_last_uses.get(node, []):
-                    del self.env[dead]
-                self.position += 1
-            return self.run_node(stop)
-
-
 def _unfit_reason(layer: OctConv2d, target: Optional[nn.Module], calls: int) -> Optional[str]:
     if calls > 1:
         return f"called {calls} times in the graph"
@@ -173,7 +153,7 @@ def _blocks(layer: OctConv2d) -> List[_Block]:
                    c if c.bias is not None else None) for p, c in pairs]
 
 
-def _fit_layer(layer: OctConv2d, node: fx.Node, target: fx.Node, mine: List[_Stepper], theirs: List[_Stepper],
+def _fit_layer(layer: OctConv2d, node: fx.Node, target: fx.Node, mine: List[Stepper], theirs: List[Stepper],
                ridge: float) -> Union[Tuple[float, float], str]:
     """Fit ``layer``: its relative squared error before and after, or why it was left as it was."""
     blocks = _blocks(layer)
