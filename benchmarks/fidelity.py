@@ -10,7 +10,7 @@ time of each step:
 * ``+ reconstructed``: each octave layer fitted to the original's outputs (``octify.reconstruct``), from the
   conversion (not the calibrated copy);
 * ``+ refined``: each block trained alone to the original block's output (``octify.refine``) after
-  reconstruction;
+  reconstruction (from the conversion where reconstruction has nothing to fit);
 * ``+ distilled N``: N steps of ``octify.distill`` after that.
 
 Classifiers: top-1 agreement with the original and mean total-variation distance of the softmax;
@@ -85,17 +85,17 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
             calibrated = octify.calibrate(conversion.module, calibration)  # a calibrated copy
             record(alpha, f"{channels} + calibrated", calibrated, macs, time.perf_counter() - start)
             start = time.perf_counter()
-            module = copy.deepcopy(conversion.module)
+            module, stage = copy.deepcopy(conversion.module), channels
             try:
                 skipped = reconstruct(module, original, calibration, ridge=ridge).skipped
-            except ValueError as error:  # nothing it can fit
-                print(f"{name}: {error}", file=sys.stderr)
-                continue
-            if skipped:
-                print(f"{name}: reconstruction left {len(skipped)} layers: {sorted(set(skipped.values()))}",
-                      file=sys.stderr)
-            stage = f"{channels} + reconstructed"
-            record(alpha, stage, module, macs, time.perf_counter() - start)
+            except ValueError as error:  # nothing it can fit: refinement and distillation start from the conversion
+                print(f"{name}: {str(error)[:300]}", file=sys.stderr)
+            else:
+                if skipped:
+                    print(f"{name}: reconstruction left {len(skipped)} layers: {sorted(set(skipped.values()))}",
+                          file=sys.stderr)
+                stage += " + reconstructed"
+                record(alpha, stage, module, macs, time.perf_counter() - start)
             if refine_steps:
                 start = time.perf_counter()
                 refinement = octify.refine(module, original, calibration, steps=refine_steps, progress=False)

@@ -115,8 +115,11 @@ def test_finetune_notebook(tmp_path, monkeypatch):
         converted, reconstructed = stages[alpha, "converted"], stages[alpha, "reconstructed"]
         assert converted["top-1"] < 0.1  # the conversion alone loses nearly every prediction
         # channels from data and per-layer reconstruction bring it closer than calibration alone (TV 0.32 and 0.04
-        # closer without opencv-doc's photographs, 0.35 and 0.19 with them), a few small distillation steps keep it
+        # closer without opencv-doc's photographs, 0.35 and 0.19 with them), block-wise refinement closer still
+        # (0.057 and 0.053 with them), a few small distillation steps keep it
         assert reconstructed["TV"] < min(converted["TV"], stages[alpha, "calibrated"]["TV"]) - 0.02
-        assert abs(stages[alpha, "distilled"]["TV"] - reconstructed["TV"]) < 0.05
+        refined = stages[alpha, "refined"]
+        assert refined["TV"] < reconstructed["TV"] - 0.02
+        assert abs(stages[alpha, "distilled"]["TV"] - refined["TV"]) < 0.05
     at_quarter = stages[0.25, "reconstructed"]
     assert at_quarter["top-1"] > 0.2 and at_quarter["TV"] < stages[0.25, "converted"]["TV"] - 0.2

@@ -147,3 +147,13 @@ def test_bad_arguments_are_errors():
         refine(converted, model, data, lr=0.0, progress=False)
     with pytest.raises(ValueError, match="gave no batch"):
         refine(converted, model, [], progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_refines_on_the_converted_networks_device():
+    data = smooth_images(16)
+    model, converted = converted_block_net(data)
+    converted.cuda()
+    result = refine(converted, model, data, steps=5, progress=False)
+    assert result.blocks and not result.skipped
+    assert next(model.parameters()).device.type == "cpu"  # the original stays where it was
