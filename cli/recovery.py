@@ -1,5 +1,5 @@
-"""``--calibrate``, ``--reconstruct``, ``--refine-steps`` and ``--distill-steps``: recover the converted model's agreement with the
-original, measured on inputs held out from all of them (and from ``--choose-channels``)."""
+"""``--calibrate``, ``--reconstruct``, ``--refine-steps`` and ``--distill-steps``: recover the converted model's
+agreement with the original, measured on inputs held out from all of them (and from ``--choose-channels``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

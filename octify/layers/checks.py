@@ -30,7 +30,7 @@ def branch_of(value: Any, index: int) -> Any:
 def octave_input(x: Any, where: str, channels: Optional[Tuple[int, int]] = None) -> OctaveTensor:
     """``x`` as ``(high, low)``, checked; ``channels`` is the expected ``(high, low)`` channel count."""
     if not isinstance(x, (tuple, list)) or len(x) != 2 or not all(isinstance(v, Tensor) for v in x):
-        raise TypeError(f"{where} expects an octave tensor (high, low), got {_describe(x)}")
+        raise TypeError(f"{where} expects an octave tensor (high, low), got {describe_value(x)}")
     high, low = x
     if high.ndim != 4 or low.ndim != 4:
         raise ValueError(f"{where} expects 4-d (N, C, H, W) branches, got high {_shape(high)} and low {_shape(low)}")
@@ -47,7 +47,7 @@ def octave_input(x: Any, where: str, channels: Optional[Tuple[int, int]] = None)
 def plain_input(x: Any, where: str, channels: Optional[int] = None) -> Tensor:
     """``x`` as one 4-d tensor, checked; ``channels`` is the expected channel count."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{where} expects a single tensor, got {_describe(x)}")
+        raise TypeError(f"{where} expects a single tensor, got {describe_value(x)}")
     if x.ndim != 4:
         raise ValueError(f"{where} expects a 4-d (N, C, H, W) tensor, got {_shape(x)}")
     if channels is not None and x.shape[1] != channels:
@@ -55,7 +55,8 @@ def plain_input(x: Any, where: str, channels: Optional[int] = None) -> Tensor:
     return x
 
 
-def _describe(x: Any) -> str:
+def describe_value(x: Any) -> str:
+    """A tensor's shape, a tuple's or list's shapes, or another value's type name, for error messages."""
     if isinstance(x, (tuple, list)):
         return f"a {type(x).__name__} of {len(x)}: " + ", ".join(_shape(v) for v in x)
     return _shape(x)

@@ -26,6 +26,7 @@ from ..capture import capture
 from ..capture.capture import eval_mode
 from ..devices import device_of
 from ..layers import ChannelSplit, OctSplit
+from ..layers.checks import describe_value
 from ..layers.octconv import OctaveConvBase
 from ..rewrite.context import OCTAVE_SPLIT
 from .data import Data, batches
@@ -126,7 +127,7 @@ def _blocks(converted: fx.GraphModule, original: nn.Module) -> List[_Block]:
     position = {node: index for index, node in enumerate(nodes)}
     octave = [node for node in nodes if node.op == "call_module" and _is_octave(converted.get_submodule(node.target))]
     outputs = module_outputs(converted.graph)
-    names = dict(original.named_modules())
+    names = {name for name, _ in original.named_modules()}
     found: List[_Block] = []
     covered: set = set()
 
@@ -156,7 +157,7 @@ def _refine_block(converted: fx.GraphModule, block: _Block, target: Optional[fx.
     """Train one block: its relative squared error before and after, or why it was left as it was."""
     if target is None:
         return "the original computes no output for this module in a traced run"
-    if any(stepper.nodes.index(target) < stepper.position for stepper in theirs[:1]):
+    if theirs[0].nodes.index(target) < theirs[0].position:  # the steppers move in step: the first stands for all
         return "the original computes this module's output before an earlier block's"
     module, sources = _extract(converted, block)
     for stepper in mine:
@@ -225,7 +226,8 @@ def relative_error(value: Any, target: Any) -> Tensor:
     targets = target if isinstance(target, tuple) else (target,)
     if len(values) != len(targets) or not all(isinstance(v, Tensor) and isinstance(t, Tensor) and v.shape == t.shape
                                               for v, t in zip(values, targets)):
-        raise ValueError(f"its output ({_describe(value)}) does not match the original's ({_describe(target)})")
+        raise ValueError(f"its output ({describe_value(value)}) does not match the original's "
+                         f"({describe_value(target)})")
     error = sum((v.float() - t.float()).square().sum() for v, t in zip(values, targets))
     energy = sum(t.float().square().sum() for t in targets)
     return error / energy.clamp_min(1e-12)
@@ -233,12 +235,6 @@ def relative_error(value: Any, target: Any) -> Tensor:
 
 def _mean_error(module: nn.Module, inputs: Sequence[List[Tensor]], expected: Sequence[Any]) -> float:
     with torch.no_grad():
-        return sum(float(relative_error(module(*batch), target)) for batch, target in zip(inputs, expected)) / len(inputs)
+        errors = [float(relative_error(module(*batch), target)) for batch, target in zip(inputs, expected)]
+    return sum(errors) / len(errors)
 
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"shape {tuple(value.shape)}"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_describe(v) for v in value) + ")"
-    return type(value).__name__
