@@ -10,7 +10,7 @@ time of each step:
 * ``+ reconstructed``: each octave layer fitted to the original's outputs (``octify.reconstruct``), from the
   conversion (not the calibrated copy);
 * ``+ refined``: each block trained alone to the original block's output (``octify.refine``) after
-  reconstruction (from the conversion where reconstruction has nothing to fit);
+  reconstruction (from the conversion where reconstruction has nothing to fit, or with ``--no-reconstruction``);
 * ``+ distilled N``: N steps of ``octify.distill`` after that.
 
 Classifiers: top-1 agreement with the original and mean total-variation distance of the softmax;
@@ -61,7 +61,7 @@ CHOICES = {"fixed": (False, False), "data": (True, False), "data+strided": (True
 def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, calibration: torch.Tensor,
                 held_out: torch.Tensor, steps: List[int], choices: List[str],
                 distillation: Optional[Dict[str, object]] = None, ridge: float = 1e-5,
-                refine_steps: int = 0) -> List[Dict[str, object]]:
+                refine_steps: int = 0, reconstruction: bool = True) -> List[Dict[str, object]]:
     build, kind = fidelity_data.NETWORKS[name]
     original = build()
     reference = outputs(original, held_out)
@@ -86,16 +86,17 @@ def run_network(name: str, alphas: List[float], size: int, train: torch.Tensor, 
             record(alpha, f"{channels} + calibrated", calibrated, macs, time.perf_counter() - start)
             start = time.perf_counter()
             module, stage = copy.deepcopy(conversion.module), channels
-            try:
-                skipped = reconstruct(module, original, calibration, ridge=ridge).skipped
-            except ValueError as error:  # nothing it can fit: refinement and distillation start from the conversion
-                print(f"{name}: {str(error)[:300]}", file=sys.stderr)
-            else:
-                if skipped:
-                    print(f"{name}: reconstruction left {len(skipped)} layers: {sorted(set(skipped.values()))}",
-                          file=sys.stderr)
-                stage += " + reconstructed"
-                record(alpha, stage, module, macs, time.perf_counter() - start)
+            if reconstruction:
+                try:
+                    skipped = reconstruct(module, original, calibration, ridge=ridge).skipped
+                except ValueError as error:  # nothing it can fit: refinement and distillation start from the conversion
+                    print(f"{name}: {str(error)[:300]}", file=sys.stderr)
+                else:
+                    if skipped:
+                        print(f"{name}: reconstruction left {len(skipped)} layers: {sorted(set(skipped.values()))}",
+                              file=sys.stderr)
+                    stage += " + reconstructed"
+                    record(alpha, stage, module, macs, time.perf_counter() - start)
             if refine_steps:
                 start = time.perf_counter()
                 refinement = octify.refine(module, original, calibration, steps=refine_steps, progress=False)
@@ -138,6 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="conversion choices, comma-separated, of: " + ", ".join(CHOICES))
     parser.add_argument("--steps", default="100,300,1000", help="cumulative distillation steps")
     parser.add_argument("--ridge", type=float, default=1e-5, help="reconstruction's pull towards the current weights")
+    parser.add_argument("--no-reconstruction", action="store_true",
+                        help="refine and distil from the conversion, without per-layer reconstruction")
     parser.add_argument("--refine-steps", type=int, default=200,
                         help="octify.refine's steps per block after reconstruction (0: no refinement)")
     parser.add_argument("--lr", type=float, default=1e-3, help="distillation learning rate")
@@ -177,7 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         held_out = held_out[:args.held_out] if args.held_out else held_out
         rows += run_network(name, alphas, size, train, train[:args.calibration_images], held_out, steps, choices,
                             {"lr": args.lr, "optimizer": args.optimizer, "train_batch_norm": not args.freeze_batch_norm,
-                             **({"features": None} if args.outputs_only else {})}, args.ridge, args.refine_steps)
+                             **({"features": None} if args.outputs_only else {})}, args.ridge, args.refine_steps,
+                            not args.no_reconstruction)
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

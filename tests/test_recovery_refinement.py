@@ -133,6 +133,20 @@ def test_the_original_and_modes_are_left_alone():
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
+def test_zero_steps_measures_each_block_and_changes_nothing():
+    torch.manual_seed(0)
+    data = smooth_images(16)
+    model, converted = converted_block_net(data)
+    refined = refine(converted, model, data, steps=5, progress=False)
+    weights = {name: value.clone() for name, value in converted.state_dict().items()}
+    measured = refine(converted, model, data, steps=0, progress=False)
+    assert all(torch.equal(value, weights[name]) for name, value in converted.state_dict().items())
+    assert measured.blocks.keys() == refined.blocks.keys()
+    for name, (before, after) in measured.blocks.items():
+        assert before == after == pytest.approx(refined.blocks[name][1], rel=1e-4)  # the refinement's "after"
+    assert any(after < before for before, after in refined.blocks.values())
+
+
 def test_bad_arguments_are_errors():
     data = smooth_images(4)
     model, converted = converted_block_net(data)
@@ -141,8 +155,8 @@ def test_bad_arguments_are_errors():
         refine(plain, model, data, progress=False)
     with pytest.raises(ValueError, match="needs the converted GraphModule"):
         refine(model, model, data, progress=False)
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
-        refine(converted, model, data, steps=0, progress=False)
+    with pytest.raises(ValueError, match="steps must be a whole number"):
+        refine(converted, model, data, steps=-1, progress=False)
     with pytest.raises(ValueError, match="lr must be positive"):
         refine(converted, model, data, lr=0.0, progress=False)
     with pytest.raises(ValueError, match="gave no batch"):

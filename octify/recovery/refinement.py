@@ -76,7 +76,8 @@ def refine(converted: fx.GraphModule, original: nn.Module, data: Data, *, steps:
     Each block takes ``steps`` Adam steps over the data's batches (the learning rate falls from ``lr`` to 0 on
     a cosine) on the relative squared error of its output; everything outside it is frozen, and BatchNorm
     statistics are kept (eval mode; the networks' modes are restored after). A block whose error on the data
-    did not fall keeps its weights. ``original`` is never modified. Both networks run once over ``data`` on
+    did not fall keeps its weights. ``steps=0`` trains nothing and measures each block's error, for example on
+    held-out data after a refinement (``before`` and ``after`` are then equal). ``original`` is never modified. Both networks run once over ``data`` on
     ``converted``'s device, pausing before each block: the data and the feature maps live at that point are
     held in memory.
 
@@ -86,8 +87,8 @@ def refine(converted: fx.GraphModule, original: nn.Module, data: Data, *, steps:
     if not isinstance(converted, fx.GraphModule):
         raise ValueError(f"refine needs the converted GraphModule (octify.convert(...).module), got "
                          f"{type(converted).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number, 0 or more, got {steps!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     device = device_of(converted)
@@ -106,7 +107,7 @@ def refine(converted: fx.GraphModule, original: nn.Module, data: Data, *, steps:
         targets = module_outputs(reference.graph)
         mine = [Stepper(converted, batch) for batch in inputs]
         theirs = [Stepper(reference, batch) for batch in inputs]
-        bar = Progress(len(blocks) * steps, "refining", progress)
+        bar = Progress(len(blocks) * steps, "refining", progress and steps > 0)
         try:
             for block in blocks:
                 outcome = _refine_block(converted, block, targets.get(block.name), mine, theirs, steps, lr, bar)
@@ -171,7 +172,7 @@ def _refine_block(converted: fx.GraphModule, block: _Block, target: Optional[fx.
         before = _mean_error(module, inputs, expected)
     except ValueError as error:
         return str(error)
-    if before <= EXACT:
+    if before <= EXACT or not steps:
         return before, before
     kept = copy.deepcopy(module.state_dict())
     optimizer = torch.optim.Adam(parameters, lr=lr)
