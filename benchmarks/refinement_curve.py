@@ -5,9 +5,10 @@ reconstructed once (``octify.reconstruct``), then refined from that reconstructi
 turn (``octify.refine``). For each count it prints the agreement with the original on the held-out
 photographs, the refinement's wall time, and the mean relative squared error of the block outputs against the
 original's: on the training crops the refinement saw, and on the held-out images (``refine(..., steps=0)``
-measures without training). Top-1 agreement is also given on the held-out images the original is confident
-about (top-1 probability above one half): a disagreement elsewhere can be a near tie of two classes. The first is what the octave form reaches on the data; the gap to the second is
-what more distinct images could still recover.
+measures without training). The first is what the octave form reaches on the data; the gap to the second is
+what more distinct images could still recover. Top-1 agreement is also given on the held-out images the
+original is confident about (top-1 probability above one half): a disagreement elsewhere can be a near tie of
+two classes.
 
     python benchmarks/refinement_curve.py --alphas 0.25,0.5 --steps 50,100,200,400
     python benchmarks/refinement_curve.py --tiny
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity  # noqa: E402
@@ -32,10 +32,9 @@ import fidelity_data  # noqa: E402
 import octify  # noqa: E402
 
 
-def mean_block_error(module: nn.Module, original: nn.Module, images: torch.Tensor) -> float:
-    """The mean over blocks of their output's relative squared error on ``images`` (nothing is trained)."""
-    blocks = octify.refine(module, original, images, steps=0, progress=False).blocks
-    return sum(after for _, after in blocks.values()) / len(blocks)
+def mean_block_error(refinement: octify.Refinement) -> float:
+    """The mean over blocks of their output's relative squared error after the refinement."""
+    return sum(after for _, after in refinement.blocks.values()) / len(refinement.blocks)
 
 
 def curve(name: str, alpha: float, size: int, calibration: torch.Tensor, held_out: torch.Tensor,
@@ -51,14 +50,14 @@ def curve(name: str, alpha: float, size: int, calibration: torch.Tensor, held_ou
     rows = []
     for count in [0, *steps]:
         module, start = copy.deepcopy(reconstructed), time.perf_counter()
-        if count:
-            octify.refine(module, original, calibration, steps=count, progress=False)
-        seconds, result = round(time.perf_counter() - start, 1), fidelity.outputs(module.eval(), held_out)
+        trained = octify.refine(module, original, calibration, steps=count, progress=False)  # 0 steps: measures
+        seconds = round(time.perf_counter() - start, 1) if count else 0.0
+        result = fidelity.outputs(module.eval(), held_out)
         row = {"network": name, "alpha": alpha, "steps": count, "seconds": seconds,
                **fidelity.agreement("classifier", reference, result),
                "top1_confident": fidelity.agreement("classifier", reference[confident], result[confident])["top1"],
-               "train_error": mean_block_error(module, original, calibration),
-               "held_out_error": mean_block_error(module, original, held_out)}
+               "train_error": mean_block_error(trained),
+               "held_out_error": mean_block_error(octify.refine(module, original, held_out, steps=0, progress=False))}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
@@ -82,7 +81,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--calibration-images", type=int, default=256, help="training crops (at most 2,000)")
     parser.add_argument("--steps", default="50,100,200,400", help="refinement steps per block, comma-separated")
     parser.add_argument("--ridge", type=float, default=1e-2, help="reconstruction's pull towards the current weights")
-    parser.add_argument("--tiny", action="store_true", help="CI: 128x128, alpha 0.25, 8 crops, 8 held-out, 1 and 2 steps")
+    parser.add_argument("--tiny", action="store_true",
+                        help="CI: 128x128, alpha 0.25, 8 crops, 8 held-out, 1 and 2 steps")
     args = parser.parse_args(argv)
     held_out_count = 0
     if args.tiny:

@@ -77,9 +77,9 @@ def refine(converted: fx.GraphModule, original: nn.Module, data: Data, *, steps:
     a cosine) on the relative squared error of its output; everything outside it is frozen, and BatchNorm
     statistics are kept (eval mode; the networks' modes are restored after). A block whose error on the data
     did not fall keeps its weights. ``steps=0`` trains nothing and measures each block's error, for example on
-    held-out data after a refinement (``before`` and ``after`` are then equal). ``original`` is never modified. Both networks run once over ``data`` on
-    ``converted``'s device, pausing before each block: the data and the feature maps live at that point are
-    held in memory.
+    held-out data after a refinement (``before`` and ``after`` are then equal). ``original`` is never modified.
+    Both networks run once over ``data`` on ``converted``'s device, pausing before each block: the data and the
+    feature maps live at that point are held in memory.
 
     Raises ValueError when ``converted`` is not a GraphModule, has no octave convolution, or the arguments are
     out of range.
